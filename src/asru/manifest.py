@@ -1,0 +1,92 @@
+"""Run manifests: every command records config, seed, versions, stage timings and peak memory next to its output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+MANIFEST = "manifest.json"
+_PACKAGES = ("asru", "torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (and finished children) in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
+    peak = max(own, children) * scale
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return max(peak, torch.cuda.max_memory_allocated() / 2**20)
+    except ImportError:  # pragma: no cover
+        pass
+    return peak
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@dataclass
+class Manifest:
+    """Collects what a run did; `write` puts it in `<out>/manifest.json`."""
+
+    command: str
+    config: dict[str, Any]
+    seed: int | None = None
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.stages[name] = {"seconds": round(time.perf_counter() - start, 3), "peak_memory_mb": round(peak_memory_mb(), 1)}
+
+    def write(self, out_dir: str | Path) -> Path:
+        path = Path(out_dir) / MANIFEST
+        record = {
+            "command": self.command,
+            "argv": sys.argv,
+            "config": self.config,
+            "seed": self.seed,
+            "stages": self.stages,
+            "peak_memory_mb": round(peak_memory_mb(), 1),
+            "versions": package_versions(),
+            "git_commit": _git_commit(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **self.extra,
+        }
+        path.write_text(json.dumps(record, indent=2, default=str))
+        return path
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else {}
