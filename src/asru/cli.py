@@ -1,0 +1,84 @@
+"""The `asru` command: parse options, call one function, print a short Rich summary. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from asru import pipeline
+from asru.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Machine unlearning for multimodal LLMs: ASRU, baselines, generation-quality evaluation.")
+console = Console()
+err_console = Console(stderr=True)
+
+PRESET = typer.Option("tiny", "--preset", help="config preset name (see asru/configs) or a YAML file")
+FORCE = typer.Option(False, "--force", help="overwrite an existing output")
+
+
+def _done(what: str, out: Path, fresh: bool) -> None:
+    console.print(f"[green]{what}[/green] {'written to' if fresh else 'reused from'} [bold]{out}[/bold]")
+
+
+@app.command()
+def world(out: Path = typer.Option(..., "--out", help="directory to write the world into"),
+          preset: str = typer.Option("tiny", "--preset", help="world size: tiny or micro"),
+          seed: int = typer.Option(0, "--seed"), force: bool = FORCE) -> None:
+    """Write the synthetic fictitious-profile world in the MLLMU-Bench parquet layout."""
+    path, fresh = pipeline.world_stage(out, preset, seed, force=force)
+    _done("world", path, fresh)
+
+
+@app.command()
+def base(world: Path = typer.Option(..., "--world", help="world directory from `asru world`"),
+         out: Path = typer.Option(..., "--out"), preset: str = PRESET, force: bool = FORCE) -> None:
+    """Build the tiny Qwen3-VL (tokenizer, processor, model) and pretrain it on the world's base corpus."""
+    path, fresh = pipeline.base_stage(world, out, preset, force=force)
+    _done("base model", path, fresh)
+
+
+@app.command()
+def vanilla(base: Path = typer.Option(..., "--base", help="base model directory"),
+            world: Path = typer.Option(..., "--world"), out: Path = typer.Option(..., "--out"),
+            preset: str = PRESET, force: bool = FORCE) -> None:
+    """Fine-tune the base model on every fictitious profile (the model unlearning starts from)."""
+    path, fresh = pipeline.vanilla_stage(base, world, out, preset, force=force)
+    _done("vanilla model", path, fresh)
+
+
+@app.command("eval")
+def evaluate(model: Path = typer.Option(..., "--model"), data: Path = typer.Option(..., "--data"),
+             forget_split: str = typer.Option("forget_10", "--forget-split"),
+             out: Path = typer.Option(..., "--out", help="results JSON path (items go to <stem>.items.jsonl)"),
+             preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated"),
+             force: bool = FORCE) -> None:
+    """Run the MLLMU-Bench protocol (+ the world's utility and refusal checks) on a model."""
+    results = pipeline.eval_stage(model, data, out, forget_split, preset, limit=limit, force=force)
+    pipeline.print_results(console, results)
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), "--out"), forget_split: str = typer.Option("forget_10", "--forget-split"),
+         preset: str = PRESET, seed: int = typer.Option(0, "--seed")) -> None:
+    """The main job on the embedded default: world -> base -> vanilla -> evaluation (finished stages are reused)."""
+    pipeline.demo(console, out, forget_split, preset, seed)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as err:
+        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/red]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

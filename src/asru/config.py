@@ -1,0 +1,61 @@
+"""Configuration is data: dataclasses filled from YAML presets (`asru/configs/*.yaml`) or a user's YAML file."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from asru.errors import UserError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+T = TypeVar("T")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """A preset by name (`tiny`, `qwen3vl-8b`, ...) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise UserError(f"unknown config preset '{name_or_path}'; choose one of {', '.join(preset_names())} or pass a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"config {path} is not valid YAML: {err}".splitlines()[0]) from err
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
+    """Build dataclass `cls` from `data`, recursing into nested dataclasses; unknown keys are an error."""
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UserError(f"{where}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+            value = from_dict(kind, value, f"{where}.{name}")
+        values[name] = value
+    return cls(**values)
+
+
+def section(preset: dict[str, Any], name: str, cls: type[T], overrides: dict[str, Any] | None = None) -> T:
+    merged = {**(preset.get(name) or {}), **(overrides or {})}
+    return from_dict(cls, merged, where=name)
+
+
+def to_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj

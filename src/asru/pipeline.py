@@ -1,0 +1,154 @@
+"""The stages the CLI runs, each writing one artifact directory with a manifest; reused when already finished."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from asru.config import load_preset, section, to_dict
+from asru.errors import UserError, fresh_output_dir
+from asru.manifest import Manifest, read_manifest
+
+
+def finished(out: Path, command: str, config: dict[str, Any]) -> bool:
+    """A stage is reusable when its manifest says it finished the same command with the same config."""
+    m = read_manifest(out)
+    return m.get("status") == "done" and m.get("command") == command and m.get("config") == json.loads(json.dumps(config, default=str))
+
+
+def run_stage(out: str | Path, command: str, config: dict[str, Any], work: Callable[[Path, Manifest], dict],
+              force: bool = False, reuse: bool = False, seed: int | None = None) -> tuple[Path, bool]:
+    """Run `work(out, manifest)` into a fresh `out`; with `reuse`, skip when an identical finished run is there."""
+    out = Path(out)
+    if reuse and finished(out, command, config):
+        return out, False
+    out = fresh_output_dir(out, force=force)
+    manifest = Manifest(command=command, config=config, seed=seed)
+    manifest.extra["status"] = "running"
+    manifest.write(out)
+    with manifest.stage(command):
+        result = work(out, manifest)
+    manifest.extra.update(status="done", result=result)
+    manifest.write(out)
+    return out, True
+
+
+def world_stage(out, preset: str = "tiny", seed: int = 0, force=False, reuse=False):
+    from asru.data.world.build import build_world, preset as check_preset
+
+    check_preset(preset)
+    config = {"preset": preset, "seed": seed}
+    return run_stage(out, "world", config, lambda o, m: build_world(o, preset, seed)["counts"], force, reuse, seed)
+
+
+def require_world(data: str | Path) -> Path:
+    data = Path(data)
+    if not (data / "Full_Set").exists():
+        raise UserError(f"{data} is not a benchmark directory (no Full_Set/); create one with `asru world --out {data}`")
+    return data
+
+
+def base_stage(world, out, preset: str = "tiny", force=False, reuse=False):
+    from asru.models.vanilla import BaseConfig, build_base
+
+    world = require_world(world)
+    cfg = section(load_preset(preset), "base", BaseConfig)
+    config = {"preset": preset, "world": str(world.resolve()), "base": to_dict(cfg)}
+    return run_stage(out, "base", config, lambda o, m: build_base(world, o, cfg), force, reuse, cfg.train.seed)
+
+
+def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=False):
+    from asru.models.vanilla import VanillaConfig, build_vanilla
+
+    world = require_world(world)
+    cfg = section(load_preset(preset), "vanilla", VanillaConfig)
+    config = {"preset": preset, "world": str(world.resolve()), "base": str(Path(base).resolve()), "vanilla": to_dict(cfg)}
+    return run_stage(out, "vanilla", config, lambda o, m: build_vanilla(base, world, o, cfg), force, reuse, cfg.train.seed)
+
+
+def resolve_model_dir(model: str | Path) -> Path:
+    """Accept a model directory or a run directory holding `model/` (what `asru unlearn` writes)."""
+    path = Path(model)
+    if (path / "model" / "config.json").exists() and not (path / "config.json").exists():
+        return path / "model"
+    return path
+
+
+def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = "tiny", *, limit=None,
+               force=False, reuse=False) -> dict:
+    """Evaluate a model on the MLLMU-Bench protocol and write results.json + results.items.jsonl + manifest."""
+    from asru.eval.mllmu import evaluate, write_results
+    from asru.models.load import load_model
+
+    out = Path(out)
+    if out.suffix != ".json":
+        raise UserError(f"--out must be a .json path for the results, got {out}")
+    if reuse and out.exists():
+        return json.loads(out.read_text())
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    data = require_world(data)
+    settings = load_preset(preset).get("eval", {})
+    model_dir = resolve_model_dir(model)
+    loaded, processor = load_model(model_dir)
+    steering = _maybe_steering(loaded, model_dir)
+    manifest = Manifest(command="eval", config={"model": str(model_dir), "data": str(data), "forget_split": forget_split,
+                                                "limit": limit, **settings})
+    try:
+        with manifest.stage("eval"):
+            results, records = evaluate(loaded, processor, data, forget_split, limit=limit,
+                                        max_new_tokens=settings.get("max_new_tokens", 32),
+                                        batch_size=settings.get("batch_size", 64))
+    finally:
+        if steering is not None:
+            steering.close()
+    write_results(results, records, out)
+    manifest.extra["status"] = "done"
+    manifest_path = manifest.write(out.parent)
+    manifest_path.rename(out.with_name(out.stem + ".manifest.json"))
+    return results
+
+
+def _maybe_steering(model, model_dir: Path):
+    """Test-time steering saved with a model (MLLMEraser) is applied while it is evaluated."""
+    try:
+        from asru.steering.runtime import apply_saved_steering
+    except ImportError:
+        return None
+    return apply_saved_steering(model, model_dir)
+
+
+SUMMARY_KEYS = ("mc_image_acc", "mc_text_acc", "gen_contains", "gen_rougeL", "gen_refusal_rate", "cloze_acc")
+
+
+def print_results(console, results: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="MLLMU-Bench protocol")
+    table.add_column("split")
+    for key in SUMMARY_KEYS:
+        table.add_column(key, justify="right")
+    for split in ("forget", "test", "retain", "celebrity"):
+        if split in results:
+            row = results[split]
+            table.add_row(split, *[("-" if row.get(k) is None else f"{row[k]:.3f}") for k in SUMMARY_KEYS])
+    console.print(table)
+    extras = {k: v for k, v in results.items() if not isinstance(v, dict)}
+    if extras:
+        console.print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in extras.items()))
+
+
+def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", seed: int = 0) -> dict:
+    """world -> base -> vanilla -> eval on the embedded default; finished stages are reused."""
+    out = Path(out)
+    world_preset = "micro" if preset == "micro" else "tiny"
+    world, _ = world_stage(out / "world", world_preset, seed, reuse=True)
+    console.print(f"world: {world}")
+    base, _ = base_stage(world, out / "base", preset, reuse=True)
+    console.print(f"base model: {base}")
+    vanilla, _ = vanilla_stage(base, world, out / "vanilla", preset, reuse=True)
+    console.print(f"vanilla model: {vanilla}")
+    results = eval_stage(vanilla, world, out / "eval" / "vanilla.json", forget_split, preset, reuse=True)
+    print_results(console, results)
+    return results
