@@ -1,0 +1,169 @@
+"""ASRU (arXiv 2605.15687): activation redirection towards refusal, then GRPO on the forget/retain boundary.
+
+Stage 1 computes the refusal steering vector v at layer L and trains layer L's MLP so forget prompts move to
+h + c*v: the model starts refusing forget queries (too broadly and too rigidly). Stage 2 runs GRPO from the
+stage-1 model with a reward that pays refusals on forget queries and correct answers on retain queries, which
+sharpens the boundary and restores retain answers. Each stage writes its own artifact and is skipped on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from asru.data.boundary import build_boundary
+from asru.data.mllmu import read_split
+from asru.data.prompts import gen_prompt
+from asru.errors import UserError
+from asru.methods.base import Method, UnlearnContext
+from asru.steering.direction import SteeringVector, compute_steering_vector, model_fingerprint
+from asru.steering.redirect import RedirectConfig, redirect
+
+PROBE_TABLE = "world/refusal_probe"
+STEERING_FILE = "steering.safetensors"
+
+
+@dataclass
+class ProbeConfig:
+    """The refusal side of v: never-seen people asked privacy/profile questions, answered by the base model."""
+
+    max_prompts: int = 400
+    max_new_tokens: int = 32
+    suffix: str = ""  # the authors append " if you do not know, describe the image." for real models
+
+
+@dataclass
+class BoundaryConfig:
+    size: int = 200  # forget items; as many retain items are added
+    strategy: str = "nearest"
+
+
+@dataclass
+class ASRUConfig:
+    layer: int | None = None  # None: the middle decoder layer (tiny preset: chosen by a sweep, see docs/asru.md)
+    stages: list[int] = field(default_factory=lambda: [1, 2])
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    redirect: RedirectConfig = field(default_factory=RedirectConfig)
+    boundary: BoundaryConfig = field(default_factory=BoundaryConfig)
+    grpo: dict = field(default_factory=dict)  # GRPOSettings fields (paper defaults when empty)
+    contextual_bonus: float = 0.0  # optional reward term for contextual, non-duplicated refusals (off = paper)
+
+
+def probe_prompts(data_dir: Path, cfg: ProbeConfig) -> list[tuple[str, bytes | None]]:
+    table = data_dir / PROBE_TABLE
+    if not table.exists():
+        raise UserError(f"{data_dir} has no {PROBE_TABLE}/ (never-seen faces with privacy questions for the refusal "
+                        "side of the steering vector); write one in that layout (image, ID, question, setting)")
+    rows = read_split(data_dir, PROBE_TABLE)[: cfg.max_prompts]
+    return [(r["question"] + cfg.suffix, (r["image"] or {}).get("bytes") if r["setting"] == "image" else None)
+            for r in rows]
+
+
+def forget_prompts(ctx: UnlearnContext) -> list[tuple[str, bytes | None]]:
+    """Forget questions as the model sees them: plain and with the generation instruction."""
+    items = ctx.forget_items
+    return [(q, i.image) for i in items for q in (i.question, gen_prompt(i.question))]
+
+
+def retain_prompts(ctx: UnlearnContext, n: int) -> list[tuple[str, bytes | None]]:
+    import random
+
+    items = random.Random(ctx.seed).sample(ctx.retain_items, min(n, len(ctx.retain_items)))
+    return [(q, i.image) for i in items for q in (i.question, gen_prompt(i.question))]
+
+
+def _link_copy(src: Path, dst: Path) -> None:
+    """Copy a model directory using hard links where possible (checkpoints are large)."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, copy_function=lambda s, d: os.link(s, d) if _same_fs(s, d) else shutil.copy2(s, d))
+
+
+def _same_fs(src: str, dst: str) -> bool:
+    try:
+        return os.stat(src).st_dev == os.stat(os.path.dirname(dst)).st_dev
+    except OSError:
+        return False
+
+
+class ASRU(Method):
+    name = "asru"
+    Config = ASRUConfig
+    description = "activation redirection to refusal + GRPO boundary optimisation (ASRU)"
+
+    def unlearn(self, ctx: UnlearnContext) -> dict:
+        cfg: ASRUConfig = self.config
+        stages = sorted(set(cfg.stages))
+        if not stages or any(s not in (1, 2) for s in stages):
+            raise UserError(f"asru stages must be 1, 2 or both, got {cfg.stages}")
+        stats: dict = {}
+        current = ctx.model_dir
+        if 1 in stages:
+            stats["stage1"] = self._stage(ctx, "stage1", lambda: self.stage1(ctx))
+            current = ctx.out_dir / "stage1"
+        if 2 in stages:
+            stats["stage2"] = self._stage(ctx, "stage2", lambda: self.stage2(ctx, current))
+            current = ctx.out_dir / "stage2"
+        _link_copy(current, ctx.model_out)
+        return stats
+
+    def _stage(self, ctx: UnlearnContext, name: str, run) -> dict:
+        """Run one stage unless a finished result (its stats file) is already on disk (resume)."""
+        marker = ctx.out_dir / f"{name}.json"
+        if ctx.resume and marker.exists():
+            return {**json.loads(marker.read_text()), "reused": True}
+        if ctx.manifest is not None:
+            with ctx.manifest.stage(name):
+                result = run()
+        else:
+            result = run()
+        marker.write_text(json.dumps(result, indent=2, default=str))
+        return result
+
+    def layer_for(self, model) -> int:
+        from asru.models.layers import num_layers
+
+        return self.config.layer if self.config.layer is not None else num_layers(model) // 2
+
+    def stage1(self, ctx: UnlearnContext) -> dict:
+        from asru.models.load import load_model
+        from asru.models.tiny import save_tiny
+
+        cfg: ASRUConfig = self.config
+        if ctx.base_dir is None:
+            raise UserError("ASRU stage 1 needs the base model (before the profile fine-tune) for the refusal side; "
+                            "pass --base")
+        vanilla, processor = load_model(ctx.model_dir, for_training=True)
+        base, _ = load_model(ctx.base_dir)
+        layer = self.layer_for(vanilla)
+        forget = forget_prompts(ctx)
+        steering = compute_steering_vector(base, vanilla, processor, probe_prompts(ctx.data_dir, cfg.probe), forget,
+                                           layer, max_new_tokens=cfg.probe.max_new_tokens)
+        del base
+        steering.metadata.update(vanilla_fingerprint=model_fingerprint(ctx.model_dir),
+                                 base_fingerprint=model_fingerprint(ctx.base_dir))
+        steering.save(ctx.out_dir / STEERING_FILE)
+        retain = retain_prompts(ctx, len(ctx.forget_items))
+        stats = redirect(vanilla, processor, SteeringVector.load(ctx.out_dir / STEERING_FILE), forget, retain, cfg.redirect)
+        processor.tokenizer.padding_side = "left"
+        save_tiny(vanilla, processor, ctx.out_dir / "stage1")
+        return {"layer": layer, "steering": steering.metadata, "redirect": stats, "config": asdict(cfg.redirect)}
+
+    def stage2(self, ctx: UnlearnContext, start: Path) -> dict:
+        from asru.config import from_dict
+        from asru.rl.grpo import GRPOSettings, boundary_dataset, run_grpo
+        from asru.rl.rewards import asru_reward, make_asru_reward
+
+        cfg: ASRUConfig = self.config
+        boundary = build_boundary(ctx.data_dir, ctx.forget_items, ctx.retain_items, size=cfg.boundary.size,
+                                  strategy=cfg.boundary.strategy, seed=ctx.seed)
+        dataset = boundary_dataset([b.item for b in boundary], [b.is_forget for b in boundary])
+        reward = make_asru_reward(cfg.contextual_bonus) if cfg.contextual_bonus else asru_reward
+        settings = from_dict(GRPOSettings, {"seed": ctx.seed, **cfg.grpo}, where="asru.grpo")
+        stats = run_grpo(start, ctx.out_dir / "stage2", dataset, [reward], settings, resume=ctx.resume)
+        return {"boundary": {"forget": sum(b.is_forget for b in boundary),
+                             "retain": sum(not b.is_forget for b in boundary), "strategy": cfg.boundary.strategy},
+                **stats}

@@ -1,0 +1,130 @@
+"""ASRU stage 1, activation redirection: train only layer L's MLP so that forget prompts land on
+h_frozen + c * v (the refusal side) while retain prompts keep h_frozen (RMU-style).
+
+Both losses are taken at the last prompt token, the position where v was measured; prompts are left padded so
+that position is the same for every row (the authors' script used right padding, which reads a pad token there).
+The frozen targets are computed once before training, so no frozen copy of the model is kept in memory.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from asru.errors import UserError
+from asru.models.batch import encode_prompts, move_batch
+from asru.models.layers import check_layer, decoder_layers, layer_mlp
+from asru.progress import progress_bar
+from asru.steering.direction import Prompt, SteeringVector
+from asru.steering.hooks import _hidden, last_prompt_hidden
+from asru.training import TrainingDiverged
+
+
+@dataclass
+class RedirectConfig:
+    coeff: float = 3.0  # c: how far along v forget activations are pushed
+    alpha: float = 1.0  # weight of the retain (stay-put) loss
+    lr: float = 1e-4
+    epochs: int = 3
+    batch_size: int = 2
+    trainable: str = "down_proj"  # "down_proj" (the authors' choice) or "mlp" (the whole MLP of layer L)
+    seed: int = 0
+
+
+class _Stop(Exception):
+    """Ends the forward pass after layer L: later layers cannot change the state being trained."""
+
+
+def layer_last_hidden(model, layer: int, batch: dict) -> torch.Tensor:
+    """Layer `layer`'s output at the last position, with gradients (the forward stops right after the layer)."""
+    captured: list[torch.Tensor] = []
+
+    def hook(module, args, output):
+        captured.append(_hidden(output)[:, -1, :])
+        raise _Stop
+
+    handle = decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        model(**batch, use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return captured[0]
+
+
+def trainable_parameters(model, layer: int, which: str) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze the chosen part of layer L's MLP."""
+    mlp = layer_mlp(model, layer)
+    if which == "mlp":
+        chosen = list(mlp.parameters())
+    elif which == "down_proj":
+        down = getattr(mlp, "down_proj", None) or getattr(mlp, "fc2", None)
+        if down is None:
+            raise UserError(f"layer {layer}'s MLP has no down_proj/fc2; use trainable: mlp")
+        chosen = list(down.parameters())
+    else:
+        raise UserError(f"redirect.trainable must be 'down_proj' or 'mlp', got '{which}'")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in chosen:
+        p.requires_grad_(True)
+    return chosen
+
+
+def _batches(indices: list[int], size: int, rng: random.Random) -> list[list[int]]:
+    order = indices[:]
+    rng.shuffle(order)
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def redirect(model, processor, steering: SteeringVector, forget: Sequence[Prompt], retain: Sequence[Prompt],
+             cfg: RedirectConfig) -> dict:
+    """Train layer L's MLP in place; alternate one forget batch and one retain batch per step."""
+    layer = check_layer(model, steering.layer)
+    if not forget:
+        raise UserError("no forget prompts for activation redirection: the forget split is empty")
+    frozen_forget = last_prompt_hidden(model, processor, forget, layer)
+    frozen_retain = last_prompt_hidden(model, processor, retain, layer) if retain else None
+    params = trainable_parameters(model, layer, cfg.trainable)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    target_shift = cfg.coeff * steering.vector.float()
+    rng = random.Random(cfg.seed)
+    device = next(model.parameters()).device
+    history = {"forget": [], "retain": []}
+    steps_per_epoch = (len(forget) + cfg.batch_size - 1) // cfg.batch_size
+
+    def loss_on(prompts, targets, idx):
+        batch = move_batch(encode_prompts(processor, [prompts[i] for i in idx], padding_side="left"), model)
+        h = layer_last_hidden(model, layer, batch).float()
+        return torch.nn.functional.mse_loss(h, targets[idx].to(device))
+
+    model.train()
+    with progress_bar("activation redirection", total=cfg.epochs * steps_per_epoch) as advance:
+        for _ in range(cfg.epochs):
+            for idx in _batches(list(range(len(forget))), cfg.batch_size, rng):
+                loss_f = loss_on(forget, frozen_forget + target_shift, idx)
+                loss = loss_f
+                if frozen_retain is not None:
+                    r_idx = rng.sample(range(len(retain)), min(cfg.batch_size, len(retain)))
+                    loss_r = loss_on(retain, frozen_retain, r_idx)
+                    loss = loss + cfg.alpha * loss_r
+                    history["retain"].append(loss_r.item())
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"activation redirection: loss became {loss.item()}; lower redirect.lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                history["forget"].append(loss_f.item())
+                advance(1, forget=f"{loss_f.item():.3f}")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    first = lambda xs: xs[0] if xs else None  # noqa: E731
+    last = lambda xs: sum(xs[-10:]) / len(xs[-10:]) if xs else None  # noqa: E731
+    return {"steps": len(history["forget"]), "forget_loss_first": first(history["forget"]),
+            "forget_loss_last": last(history["forget"]), "retain_loss_first": first(history["retain"]),
+            "retain_loss_last": last(history["retain"]), "target_norm": float(target_shift.norm())}
