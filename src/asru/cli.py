@@ -56,10 +56,46 @@ def evaluate(model: Path = typer.Option(..., "--model"), data: Path = typer.Opti
              forget_split: str = typer.Option("forget_10", "--forget-split"),
              out: Path = typer.Option(..., "--out", help="results JSON path (items go to <stem>.items.jsonl)"),
              preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated"),
+             judge: str = typer.Option("offline", "--judge", help="generation-quality judge: offline or none"),
+             reference: Optional[Path] = typer.Option(None, "--reference", help="perplexity reference (default: the vanilla model of a run)"),
              force: bool = FORCE) -> None:
     """Run the MLLMU-Bench protocol (+ the world's utility and refusal checks) on a model."""
-    results = pipeline.eval_stage(model, data, out, forget_split, preset, limit=limit, force=force)
+    results = pipeline.eval_stage(model, data, out, forget_split, preset, limit=limit, judge=judge,
+                                  reference=reference, force=force)
     pipeline.print_results(console, results)
+
+
+@app.command()
+def unlearn(method: str = typer.Argument(..., help="method name (see `asru methods`)"),
+            model: Path = typer.Option(..., "--model", help="vanilla model directory"),
+            data: Path = typer.Option(..., "--data", help="benchmark directory (MLLMU-Bench layout)"),
+            forget_split: str = typer.Option("forget_10", "--forget-split"),
+            out: Path = typer.Option(..., "--out", help="run directory (the model goes to <out>/model)"),
+            base: Optional[Path] = typer.Option(None, "--base", help="base model (ASRU's refusal side)"),
+            preset: str = PRESET, stage: Optional[int] = typer.Option(None, "--stage", help="ASRU: run only stage 1 or 2"),
+            set_: Optional[list[str]] = typer.Option(None, "--set", help="method option override key=value (repeatable)"),
+            seed: int = typer.Option(0, "--seed"), resume: bool = typer.Option(False, "--resume", help="continue a killed run"),
+            force: bool = FORCE) -> None:
+    """Unlearn the forget split from the vanilla model with METHOD."""
+    overrides = pipeline.parse_overrides(set_)
+    if stage is not None:
+        if method not in ("asru", "rule"):
+            raise UserError(f"--stage applies to asru and rule only, not '{method}'")
+        if stage not in (1, 2):
+            raise UserError(f"--stage must be 1 or 2, got {stage}")
+        overrides["stages"] = [stage]
+    path, fresh = pipeline.unlearn_stage(method, model, data, out, forget_split, base=base, preset=preset,
+                                         overrides=overrides, seed=seed, resume=resume, force=force)
+    _done(f"{method} model", path / "model", fresh)
+
+
+@app.command()
+def methods() -> None:
+    """List the unlearning methods."""
+    from asru.methods import get_method, method_names
+
+    for name in method_names():
+        console.print(f"[bold]{name}[/bold]  {get_method(name).description}")
 
 
 @app.command()

@@ -76,7 +76,7 @@ def resolve_model_dir(model: str | Path) -> Path:
 
 
 def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = "tiny", *, limit=None,
-               force=False, reuse=False) -> dict:
+               judge: str = "offline", reference=None, force=False, reuse=False) -> dict:
     """Evaluate a model on the MLLMU-Bench protocol and write results.json + results.items.jsonl + manifest."""
     from asru.eval.mllmu import evaluate, write_results
     from asru.models.load import load_model
@@ -93,13 +93,20 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     model_dir = resolve_model_dir(model)
     loaded, processor = load_model(model_dir)
     steering = _maybe_steering(loaded, model_dir)
+    if judge not in ("offline", "none"):
+        raise UserError(f"--judge must be offline or none here (use `asru judge` for the LLM judge), got '{judge}'")
+    reference_dir = reference or _vanilla_of(model_dir)
+    reference_model = None
+    if judge == "offline" and reference_dir is not None:
+        reference_model = loaded if Path(reference_dir).resolve() == model_dir.resolve() else load_model(reference_dir)[0]
     manifest = Manifest(command="eval", config={"model": str(model_dir), "data": str(data), "forget_split": forget_split,
                                                 "limit": limit, **settings})
     try:
         with manifest.stage("eval"):
             results, records = evaluate(loaded, processor, data, forget_split, limit=limit,
                                         max_new_tokens=settings.get("max_new_tokens", 32),
-                                        batch_size=settings.get("batch_size", 64))
+                                        batch_size=settings.get("batch_size", 64), judge=judge == "offline",
+                                        reference=reference_model)
     finally:
         if steering is not None:
             steering.close()
@@ -108,6 +115,15 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     manifest_path = manifest.write(out.parent)
     manifest_path.rename(out.with_name(out.stem + ".manifest.json"))
     return results
+
+
+def _vanilla_of(model_dir: Path) -> Path | None:
+    """The reference for perplexity: the vanilla model a run started from, else the model itself."""
+    for candidate in (model_dir, model_dir.parent):
+        start = read_manifest(candidate).get("config", {}).get("model")
+        if start and Path(start).exists():
+            return Path(start)
+    return model_dir
 
 
 def _maybe_steering(model, model_dir: Path):
@@ -152,3 +168,73 @@ def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", se
     results = eval_stage(vanilla, world, out / "eval" / "vanilla.json", forget_split, preset, reuse=True)
     print_results(console, results)
     return results
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs (dotted keys for nested options, YAML values) into a nested dict."""
+    import yaml
+
+    result: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UserError(f"--set expects key=value, got '{pair}'")
+        key, raw = pair.split("=", 1)
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return result
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged.get(key) or {}, value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def method_config(method_name: str, preset: str, overrides: dict[str, Any] | None = None):
+    """The method's dataclass config: preset `methods.<name>` section, then --set overrides."""
+    from asru.config import from_dict
+    from asru.methods import get_method
+
+    cls = get_method(method_name)
+    section_data = (load_preset(preset).get("methods") or {}).get(method_name) or {}
+    return cls, from_dict(cls.Config, _merge(section_data, overrides or {}), where=f"methods.{method_name}")
+
+
+def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forget_10", *, base=None,
+                  preset: str = "tiny", overrides: dict[str, Any] | None = None, seed: int = 0,
+                  resume: bool = False, force: bool = False, reuse: bool = False) -> tuple[Path, bool]:
+    """Run one unlearning method from the vanilla model; the run directory holds `model/` and a manifest."""
+    from asru.data.mllmu import retain_split_for
+    from asru.methods import UnlearnContext
+
+    data = require_world(data)
+    retain_split_for(forget_split)  # validates the split name
+    cls, cfg = method_config(method_name, preset, overrides)
+    config = {"method": method_name, "preset": preset, "model": str(Path(model).resolve()), "data": str(data.resolve()),
+              "forget_split": forget_split, "base": str(Path(base).resolve()) if base else None, "seed": seed,
+              "method_config": to_dict(cfg)}
+    out = Path(out)
+    if reuse and finished(out, f"unlearn {method_name}", config):
+        return out, False
+    if resume:
+        previous = read_manifest(out)
+        if previous and previous.get("config") != json.loads(json.dumps(config, default=str)):
+            raise UserError(f"{out} holds a run with a different configuration; resume only the same command, "
+                            "or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        out = fresh_output_dir(out, force=force)
+    manifest = Manifest(command=f"unlearn {method_name}", config=config, seed=seed)
+    manifest.extra["status"] = "running"
+    manifest.write(out)
+    ctx = UnlearnContext(model_dir=resolve_model_dir(model), data_dir=data, forget_split=forget_split, out_dir=out,
+                         base_dir=Path(base) if base else None, seed=seed, resume=resume, manifest=manifest)
+    with manifest.stage("unlearn"):
+        result = cls(cfg).unlearn(ctx)
+    manifest.extra.update(status="done", result=result)
+    manifest.write(out)
+    return out, True

@@ -18,6 +18,7 @@ from asru.data.prompts import CLOZE_INSTRUCTION, GEN_INSTRUCTION, MC_INSTRUCTION
 from asru.data.schema import QAItem
 from asru.errors import UserError
 from asru.eval.metrics import contains_answer, mc_letter, rouge_scores, sentence_bleu
+from asru.eval.quality import add_quality, answer_perplexities, judged_indices
 from asru.models.generate import generate
 from asru.refusal import is_refusal, refusal_phrase_key
 
@@ -218,7 +219,8 @@ def _meta(model, data_dir, forget_split: str, splits: Sequence[str], shots: dict
 
 def evaluate(model, processor, data_dir: str | Path, forget_split: str = "forget_10", *,
              splits: Sequence[str] = SPLITS, max_new_tokens: int = 32, batch_size: int = 64,
-             limit: int | None = None, progress: bool = True, extras: bool = True) -> tuple[dict, list[dict]]:
+             limit: int | None = None, progress: bool = True, extras: bool = True, judge: bool = True,
+             reference=None) -> tuple[dict, list[dict]]:
     """Run the MLLMU-Bench protocol on a loaded model; returns (results, per-item records).
 
     `limit` caps the number of retain people (the first by ID) for speed; forget, test and celebrity are
@@ -235,8 +237,19 @@ def evaluate(model, processor, data_dir: str | Path, forget_split: str = "forget
                        max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=False, progress=progress)
     records = [make_record(split, item, prompt, reply) for (split, item, prompt), reply in zip(plan, replies)]
     results = summarize(records, [s for s in SPLITS if s in splits])
+    if judge:
+        judge_start = time.perf_counter()
+        judged = judged_indices(records)
+        ppl = None
+        if reference is not None:
+            ppl = answer_perplexities(reference, processor, [records[i] for i in judged],
+                                      {k: plan[i][1].image for k, i in enumerate(judged)}, batch_size=batch_size)
+        add_quality(results, records, ppl)
+        judge_seconds = round(time.perf_counter() - judge_start, 2)
     results["meta"] = _meta(model, data_dir, forget_split, splits, shots, limit, max_new_tokens, batch_size)
-    results["meta"].update(n_prompts=len(plan), seconds=round(time.perf_counter() - start, 2))
+    results["meta"].update(n_prompts=len(plan), seconds=round(time.perf_counter() - start, 2),
+                           judge={"kind": "offline", "perplexity_reference": _model_path(reference) if reference else None,
+                                  "seconds": judge_seconds} if judge else None)
     return results, records
 
 

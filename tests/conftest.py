@@ -1,0 +1,29 @@
+"""Shared fixtures: one micro world and its micro base/vanilla models, built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("ASRU_PROGRESS", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def micro_world(tmp_path_factory):
+    from asru.pipeline import world_stage
+
+    out, _ = world_stage(tmp_path_factory.mktemp("micro") / "world", "micro", seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def micro_models(micro_world, tmp_path_factory):
+    """(base_dir, vanilla_dir) trained for a few steps with the micro preset: real artifacts, little learning."""
+    from asru.pipeline import base_stage, vanilla_stage
+
+    root = tmp_path_factory.mktemp("models")
+    base, _ = base_stage(micro_world, root / "base", "micro")
+    vanilla, _ = vanilla_stage(base, micro_world, root / "vanilla", "micro")
+    return base, vanilla
