@@ -1,0 +1,126 @@
+"""The CLI contract: user mistakes give one line on stderr and exit code 2, and nothing on disk is overwritten."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+
+from asru import cli
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    old = sys.argv
+    sys.argv = ["asru", *map(str, argv)]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_world_refuses_to_overwrite_without_force(tmp_path, capsys):
+    out = tmp_path / "w"
+    assert run(["world", "--out", out, "--preset", "micro"], capsys)[0] == 0
+    before = (out / "manifest.json").read_text()
+    code, _, err = run(["world", "--out", out, "--preset", "micro", "--seed", "1"], capsys)
+    assert code == 2 and "--force" in one_line_error(err)
+    assert (out / "manifest.json").read_text() == before
+    assert run(["world", "--out", out, "--preset", "micro", "--seed", "1", "--force"], capsys)[0] == 0
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 1
+
+
+def test_unknown_preset(tmp_path, capsys):
+    code, _, err = run(["world", "--out", tmp_path / "w", "--preset", "huge"], capsys)
+    assert code == 2 and "unknown world preset 'huge'" in one_line_error(err)
+    assert not (tmp_path / "w").exists()
+
+
+def test_manifest_records_versions_and_timings(micro_world):
+    manifest = json.loads((micro_world / "manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["seed"] == 0
+    assert "transformers" in manifest["versions"] and manifest["stages"]["world"]["seconds"] >= 0
+    assert manifest["peak_memory_mb"] > 0
+
+
+@pytest.fixture()
+def broken_world(micro_world, tmp_path):
+    copy = tmp_path / "world"
+    shutil.copytree(micro_world, copy)
+    return copy
+
+
+def test_data_dir_missing_a_split(broken_world, micro_models, tmp_path, capsys):
+    shutil.rmtree(broken_world / "forget_10")
+    code, _, err = run(["eval", "--model", micro_models[1], "--data", broken_world, "--out", tmp_path / "r.json",
+                        "--preset", "micro"], capsys)
+    assert code == 2 and "forget_10" in one_line_error(err)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_data_dir_missing_a_column(broken_world, micro_models, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    path = next((broken_world / "forget_10").glob("*.parquet"))
+    pq.write_table(pq.read_table(path).drop_columns(["Generation_Task"]), path)
+    code, _, err = run(["eval", "--model", micro_models[1], "--data", broken_world, "--out", tmp_path / "r.json",
+                        "--preset", "micro"], capsys)
+    assert code == 2 and "Generation_Task" in one_line_error(err)
+
+
+def test_undecodable_image(broken_world, micro_models, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = next((broken_world / "forget_10").glob("*.parquet"))
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[0]["image"] = {"bytes": b"not an image", "path": "x.png"}
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    code, _, err = run(["eval", "--model", micro_models[1], "--data", broken_world, "--out", tmp_path / "r.json",
+                        "--preset", "micro"], capsys)
+    assert code == 2 and "decode" in one_line_error(err)
+
+
+def test_model_dir_that_is_not_an_image_text_model(micro_world, tmp_path, capsys):
+    from transformers import LlamaConfig
+
+    LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=1, vocab_size=64).save_pretrained(tmp_path / "llama")
+    code, _, err = run(["eval", "--model", tmp_path / "llama", "--data", micro_world, "--out", tmp_path / "r.json",
+                        "--preset", "micro"], capsys)
+    assert code == 2 and "not an image-text model" in one_line_error(err)
+
+
+def test_eval_refuses_existing_results(micro_world, micro_models, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.write_text("{}")
+    code, _, err = run(["eval", "--model", micro_models[1], "--data", micro_world, "--out", out, "--preset", "micro"], capsys)
+    assert code == 2 and "--force" in one_line_error(err)
+    assert out.read_text() == "{}"
+
+
+def test_unknown_method_lists_the_known_ones(micro_world, micro_models, tmp_path, capsys):
+    code, _, err = run(["unlearn", "gradient_magic", "--model", micro_models[1], "--data", micro_world,
+                        "--out", tmp_path / "run"], capsys)
+    line = one_line_error(err)
+    assert code == 2 and "asru" in line and "npo" in line
+
+
+def test_method_option_it_does_not_take(micro_world, micro_models, tmp_path, capsys):
+    code, _, err = run(["unlearn", "ga", "--model", micro_models[1], "--data", micro_world, "--out", tmp_path / "run",
+                        "--preset", "micro", "--set", "temperature=2"], capsys)
+    assert code == 2 and "unknown option(s) temperature" in one_line_error(err)
