@@ -99,6 +99,37 @@ def methods() -> None:
 
 
 @app.command()
+def compare(data: Path = typer.Option(..., "--data"), model: Path = typer.Option(..., "--model", help="vanilla model"),
+            base: Optional[Path] = typer.Option(None, "--base", help="base model (needed by asru/rule)"),
+            forget_split: str = typer.Option("forget_10", "--forget-split"),
+            methods: str = typer.Option("all", "--methods", help="comma-separated method names, or all"),
+            seeds: int = typer.Option(1, "--seeds", min=1), out: Path = typer.Option(..., "--out"),
+            preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated")) -> None:
+    """Run (or reuse) every method x seed, evaluate them all, and write the comparison report."""
+    from asru.compare import expand_methods, run_compare
+
+    summary = run_compare(console, data, pipeline.resolve_model_dir(model), base, out, forget_split,
+                          expand_methods(methods), seeds, preset, limit)
+    console.print(f"[green]report[/green] {summary['report_html']}")
+
+
+@app.command()
+def report(results: list[Path] = typer.Argument(..., help="results JSON files (label=path to name a run)"),
+           out: Path = typer.Option(..., "--out", help="report directory"), force: bool = FORCE) -> None:
+    """Write report.md + report.html comparing evaluated models."""
+    from asru.errors import fresh_output_dir
+    from asru.eval.report import load_run, write_report
+
+    runs = []
+    for item in map(str, results):
+        label, _, path = item.rpartition("=") if "=" in item else (Path(item).stem, "", item)
+        runs.append(load_run(Path(path), label=label))
+    fresh_output_dir(out, force=force)
+    md, html = write_report(runs, out)
+    console.print(f"[green]report[/green] {md}  {html}")
+
+
+@app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out"), forget_split: str = typer.Option("forget_10", "--forget-split"),
          preset: str = PRESET, seed: int = typer.Option(0, "--seed")) -> None:
     """The main job on the embedded default: world -> base -> vanilla -> evaluation (finished stages are reused)."""

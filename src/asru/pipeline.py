@@ -220,6 +220,9 @@ def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forge
     out = Path(out)
     if reuse and finished(out, f"unlearn {method_name}", config):
         return out, False
+    ctx = UnlearnContext(model_dir=resolve_model_dir(model), data_dir=data, forget_split=forget_split, out_dir=out,
+                         base_dir=Path(base) if base else None, seed=seed, resume=resume)
+    ctx.retain_items  # noqa: B018 - validate the data (non-empty forget, disjoint people) before writing anything
     if resume:
         previous = read_manifest(out)
         if previous and previous.get("config") != json.loads(json.dumps(config, default=str)):
@@ -231,8 +234,7 @@ def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forge
     manifest = Manifest(command=f"unlearn {method_name}", config=config, seed=seed)
     manifest.extra["status"] = "running"
     manifest.write(out)
-    ctx = UnlearnContext(model_dir=resolve_model_dir(model), data_dir=data, forget_split=forget_split, out_dir=out,
-                         base_dir=Path(base) if base else None, seed=seed, resume=resume, manifest=manifest)
+    ctx.out_dir, ctx.manifest = out, manifest
     with manifest.stage("unlearn"):
         result = cls(cfg).unlearn(ctx)
     manifest.extra.update(status="done", result=result)

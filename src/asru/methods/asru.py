@@ -129,6 +129,7 @@ class ASRU(Method):
         return self.config.layer if self.config.layer is not None else num_layers(model) // 2
 
     def stage1(self, ctx: UnlearnContext) -> dict:
+        from asru.models.layers import check_layer
         from asru.models.load import load_model
         from asru.models.tiny import save_tiny
 
@@ -137,8 +138,8 @@ class ASRU(Method):
             raise UserError("ASRU stage 1 needs the base model (before the profile fine-tune) for the refusal side; "
                             "pass --base")
         vanilla, processor = load_model(ctx.model_dir, for_training=True)
+        layer = check_layer(vanilla, self.layer_for(vanilla))
         base, _ = load_model(ctx.base_dir)
-        layer = self.layer_for(vanilla)
         forget = forget_prompts(ctx)
         steering = compute_steering_vector(base, vanilla, processor, probe_prompts(ctx.data_dir, cfg.probe), forget,
                                            layer, max_new_tokens=cfg.probe.max_new_tokens)

@@ -1,0 +1,169 @@
+"""`asru compare`: every method on the same vanilla model, data and protocol, then one report.
+
+Runs and evaluations already finished in the compare directory are reused, so a comparison can be extended
+(more seeds, more methods) or resumed after a crash. A compare directory is bound to one world and one vanilla
+model (`compare.json`); mixing runs of different origins would make the table meaningless, so it is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Sequence
+
+from asru import pipeline
+from asru.errors import UserError
+from asru.steering.direction import model_fingerprint
+
+BASELINE_FOR_CLAIMS = "asru"
+
+
+def bind(out: Path, data: Path, vanilla: Path, forget_split: str, preset: str) -> dict:
+    """Record (or check) what this compare directory is about."""
+    identity = {"data": str(Path(data).resolve()), "world_fingerprint": _world_fingerprint(data),
+                "vanilla": str(Path(vanilla).resolve()), "vanilla_fingerprint": model_fingerprint(vanilla),
+                "forget_split": forget_split, "preset": preset}
+    path = out / "compare.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        for key in ("world_fingerprint", "vanilla_fingerprint", "forget_split"):
+            if previous.get(key) != identity[key]:
+                raise UserError(f"{out} holds runs made with another {key.split('_')[0]} "
+                                f"({previous.get(key)} vs {identity[key]}); use a new --out for this comparison")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(identity, indent=2))
+    return identity
+
+
+def _world_fingerprint(data: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for split in ("Full_Set", "forget_5", "forget_10", "forget_15"):
+        for file in sorted((Path(data) / split).glob("*.parquet")):
+            digest.update(file.read_bytes()[:1 << 20])
+    return digest.hexdigest()[:16]
+
+
+def expand_methods(spec: str) -> list[str]:
+    from asru.methods import method_names
+
+    names = method_names() if spec == "all" else [m.strip() for m in spec.split(",") if m.strip()]
+    for name in names:
+        if name not in method_names():
+            raise UserError(f"unknown method '{name}'; known methods: {', '.join(method_names())}")
+    return names
+
+
+def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path, forget_split: str,
+                methods: Sequence[str], seeds: int, preset: str, limit: int | None = None) -> dict:
+    """Unlearn + evaluate every (method, seed), evaluate the vanilla model, write the report."""
+    from asru.eval.report import load_run, write_report
+
+    out = Path(out)
+    bind(out, data, vanilla, forget_split, preset)
+    runs = []
+    vanilla_results = out / "results" / "vanilla.json"
+    pipeline.eval_stage(vanilla, data, vanilla_results, forget_split, preset, limit=limit, reuse=True)
+    runs.append(load_run(vanilla_results, label="vanilla"))
+    costs: dict[str, dict] = {}
+    for method in methods:
+        for seed in range(seeds):
+            run_dir = out / "runs" / method / f"seed{seed}"
+            console.print(f"[bold]{method}[/bold] seed {seed}")
+            pipeline.unlearn_stage(method, vanilla, data, run_dir, forget_split, base=base, preset=preset,
+                                   seed=seed, reuse=True, force=True)
+            results = out / "results" / method / f"seed{seed}.json"
+            pipeline.eval_stage(run_dir, data, results, forget_split, preset, limit=limit, reference=vanilla,
+                                reuse=True)
+            manifest = json.loads((run_dir / "manifest.json").read_text())
+            runs.append(load_run(results, label=method, manifest=manifest))
+    claims = relative_claims(runs)
+    (out / "claims.json").write_text(json.dumps(claims, indent=2))
+    md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})",
+                            notes_md=claims_markdown(claims))
+    return {"report_md": str(md), "report_html": str(html), "claims": claims}
+
+
+def _get(results: dict, path: str) -> float | None:
+    node = results
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, (int, float)) else None
+
+
+FORGET_METRICS = ("forget.mc_image_acc", "forget.mc_text_acc", "forget.gen_contains", "forget.cloze_acc",
+                  "test.mc_image_acc", "test.mc_text_acc", "test.gen_contains")
+UTILITY_METRICS = ("retain.mc_image_acc", "retain.mc_text_acc", "retain.gen_contains", "celebrity.mc_image_acc",
+                   "celebrity.gen_contains", "general_vqa_acc")
+
+
+def effectiveness(results: dict, vanilla: dict) -> float:
+    """Unlearning effectiveness: mean drop from the vanilla model on the forget/test knowledge metrics."""
+    drops = [_get(vanilla, m) - _get(results, m) for m in FORGET_METRICS
+             if _get(vanilla, m) is not None and _get(results, m) is not None]
+    return statistics.mean(drops) if drops else 0.0
+
+
+def generation_quality(results: dict) -> float:
+    """Generation quality on forget items: mean of the judge's three axes, each scaled to [0, 1]."""
+    q = (results.get("forget") or {}).get("quality") or {}
+    if not q:
+        return 0.0
+    return statistics.mean([q["mean_contextual_refusal"] / 5, q["mean_leakage"] / 5, (q["mean_naturalness"] - 1) / 4])
+
+
+def utility_change(results: dict, vanilla: dict) -> float:
+    """Mean change (in points) of the retain/celebrity/general-VQA metrics from the vanilla model."""
+    deltas = [100 * (_get(results, m) - _get(vanilla, m)) for m in UTILITY_METRICS
+              if _get(vanilla, m) is not None and _get(results, m) is not None]
+    return statistics.mean(deltas) if deltas else 0.0
+
+
+def relative_claims(runs) -> dict:
+    """ASRU against each baseline, in the paper's terms (+% effectiveness, x generation quality, utility points)."""
+    vanilla = next(r.results for r in runs if r.label == "vanilla")
+    per_method: dict[str, dict] = {}
+    for label in dict.fromkeys(r.label for r in runs if r.label != "vanilla"):
+        rs = [r.results for r in runs if r.label == label]
+        per_method[label] = {"effectiveness": statistics.mean(effectiveness(r, vanilla) for r in rs),
+                             "generation_quality": statistics.mean(generation_quality(r) for r in rs),
+                             "utility_change_points": statistics.mean(utility_change(r, vanilla) for r in rs)}
+    claims: dict = {"per_method": per_method, "definitions": {
+        "effectiveness": "mean drop from vanilla over " + ", ".join(FORGET_METRICS),
+        "generation_quality": "mean of forget contextual_refusal/5, leakage/5, (naturalness-1)/4 (offline judge)",
+        "utility_change_points": "mean change in points over " + ", ".join(UTILITY_METRICS)}}
+    if BASELINE_FOR_CLAIMS in per_method:
+        ours = per_method[BASELINE_FOR_CLAIMS]
+        baselines = {k: v for k, v in per_method.items() if not k.startswith("asru")}
+        claims["asru_vs"] = {k: _relative(ours, v) for k, v in baselines.items()}
+        if baselines:
+            average = {key: statistics.mean(v[key] for v in baselines.values()) for key in ours}
+            claims["asru_vs_average_baseline"] = _relative(ours, average)
+    return claims
+
+
+def _relative(ours: dict, theirs: dict) -> dict:
+    eff = theirs["effectiveness"]
+    gq = theirs["generation_quality"]
+    return {"effectiveness_gain_pct": 100 * (ours["effectiveness"] - eff) / abs(eff) if eff else None,
+            "generation_quality_ratio": ours["generation_quality"] / gq if gq else None,
+            "utility_change_points": ours["utility_change_points"]}
+
+
+def claims_markdown(claims: dict) -> str:
+    lines = ["**Paper claims checked on this data** (ASRU vs baselines: +24.6 % effectiveness, 5.8x generation "
+             "quality, utility within 3 points).", ""]
+    average = claims.get("asru_vs_average_baseline")
+    if average:
+        eff, gq = average["effectiveness_gain_pct"], average["generation_quality_ratio"]
+        lines.append(f"- vs the average baseline: effectiveness {eff:+.1f} %" if eff is not None else "- effectiveness: n/a")
+        lines.append(f"- generation quality x{gq:.2f}" if gq is not None else "- generation quality: n/a")
+        lines.append(f"- ASRU utility change: {average['utility_change_points']:+.1f} points")
+    for name, rel in (claims.get("asru_vs") or {}).items():
+        eff, gq = rel["effectiveness_gain_pct"], rel["generation_quality_ratio"]
+        lines.append(f"- vs {name}: effectiveness {'n/a' if eff is None else f'{eff:+.1f} %'}, "
+                     f"generation quality {'n/a' if gq is None else f'x{gq:.2f}'}")
+    lines += ["", "Definitions: " + "; ".join(f"{k} = {v}" for k, v in claims["definitions"].items())]
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""ASRU end to end on the micro world: steering vector, redirection, boundary set, GRPO, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from asru.errors import UserError
+from asru.pipeline import unlearn_stage
+from asru.steering.direction import SteeringVector
+
+FAST = {"probe": {"max_prompts": 24, "max_new_tokens": 12},
+        "redirect": {"epochs": 1, "batch_size": 4, "lr": 1e-3},
+        "boundary": {"size": 6},
+        "grpo": {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 4,
+                 "max_completion_length": 8, "learning_rate": 1e-4, "report_to": "none", "save_steps": 1,
+                 "gradient_checkpointing": False}}
+
+
+@pytest.fixture(scope="module")
+def asru_run(micro_world, micro_models, tmp_path_factory):
+    base, vanilla = micro_models
+    out = tmp_path_factory.mktemp("asru") / "run"
+    unlearn_stage("asru", vanilla, micro_world, out, "forget_10", base=base, preset="micro", overrides=FAST)
+    return out
+
+
+def test_asru_writes_both_stages_and_a_loadable_model(asru_run, micro_models):
+    from transformers import AutoModelForImageTextToText
+
+    manifest = json.loads((asru_run / "manifest.json").read_text())
+    assert manifest["status"] == "done"
+    assert {"stage1", "stage2"} <= set(manifest["stages"])
+    final = AutoModelForImageTextToText.from_pretrained(asru_run / "model")
+    vanilla = AutoModelForImageTextToText.from_pretrained(micro_models[1])
+    changed = [n for (n, p), (_, q) in zip(final.named_parameters(), vanilla.named_parameters()) if not torch.equal(p, q)]
+    assert changed
+
+
+def test_stage1_trains_only_the_mlp_of_layer_l(asru_run, micro_models):
+    from transformers import AutoModelForImageTextToText
+
+    stage1 = AutoModelForImageTextToText.from_pretrained(asru_run / "stage1")
+    vanilla = AutoModelForImageTextToText.from_pretrained(micro_models[1])
+    layer = json.loads((asru_run / "stage1.json").read_text())["layer"]
+    changed = {n for (n, p), (_, q) in zip(stage1.named_parameters(), vanilla.named_parameters()) if not torch.equal(p, q)}
+    assert changed == {f"model.language_model.layers.{layer}.mlp.down_proj.weight"}
+
+
+def test_steering_vector_file_has_provenance(asru_run, micro_models):
+    vector = SteeringVector.load(asru_run / "steering.safetensors")
+    assert vector.vector.shape == (128,) and vector.layer >= 0
+    assert vector.metadata["positive_samples"] > 0 and vector.metadata["negative_samples"] > 0
+    assert vector.metadata["vanilla_fingerprint"]
+
+
+def test_steering_vector_from_another_model_is_refused(asru_run, micro_models, tmp_path):
+    from asru.models.load import load_model
+
+    model, _ = load_model(micro_models[1])
+    vector = SteeringVector.load(asru_run / "steering.safetensors")
+    SteeringVector(torch.zeros(64), vector.layer).save(tmp_path / "small.safetensors")
+    with pytest.raises(UserError, match="hidden size"):
+        SteeringVector.load(tmp_path / "small.safetensors").check_compatible(model)
+    foreign = SteeringVector(vector.vector, vector.layer, {"vanilla_fingerprint": "0000"})
+    with pytest.raises(UserError, match="another model"):
+        foreign.check_compatible(model, micro_models[1])
+
+
+def test_resume_skips_finished_stages(asru_run, micro_world, micro_models):
+    base, vanilla = micro_models
+    before = (asru_run / "stage1.json").read_text()
+    unlearn_stage("asru", vanilla, micro_world, asru_run, "forget_10", base=base, preset="micro", overrides=FAST,
+                  resume=True)
+    manifest = json.loads((asru_run / "manifest.json").read_text())
+    assert manifest["result"]["stage1"]["reused"] is True and manifest["result"]["stage2"]["reused"] is True
+    assert (asru_run / "stage1.json").read_text() == before
+
+
+def test_layer_out_of_range(micro_world, micro_models, tmp_path):
+    base, vanilla = micro_models
+    with pytest.raises(UserError, match="valid layers"):
+        unlearn_stage("asru", vanilla, micro_world, tmp_path / "r", "forget_10", base=base, preset="micro",
+                      overrides={**FAST, "layer": 99, "stages": [1]})
+
+
+def test_forget_and_retain_sharing_a_person(micro_world, micro_models, tmp_path):
+    import shutil
+
+    base, vanilla = micro_models
+    world = tmp_path / "world"
+    shutil.copytree(micro_world, world)
+    src = world / "baseline_train_split/forget_10"
+    shutil.copy(next(src.glob("*.parquet")), world / "baseline_train_split/retain_90/extra.parquet")
+    with pytest.raises(UserError, match="share"):
+        unlearn_stage("asru", vanilla, world, tmp_path / "r", "forget_10", base=base, preset="micro",
+                      overrides={**FAST, "stages": [1]})
