@@ -1,0 +1,325 @@
+"""The shared forget/retain training loop behind every gradient-based baseline (GA, GA-Diff, KL-Min, NPO, IDK, MMUnlearner).
+
+Why one parent: the baselines differ only in their losses, so each subclass states `forget_loss` (and, where it
+has one, `retain_loss`) and this class does everything else the same way for all of them: load the vanilla
+model (optionally under LoRA), encode the data once, pair a forget batch with a retain batch every step,
+combine them as `loss = gamma * forget_loss + alpha * retain_loss`, stop on NaN/inf without writing anything,
+and save a plain `save_pretrained` directory (LoRA merged) that loads without this project.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from asru.data.corpus import Example, qa_examples
+from asru.data.schema import QAItem
+from asru.errors import UserError
+from asru.methods.base import Method, UnlearnContext
+from asru.models import batch as mbatch
+from asru.models.generate import eval_mode
+from asru.models.layers import decoder_layers, unwrap
+from asru.models.load import load_model
+from asru.progress import progress_bar
+from asru.training import IGNORE, TrainingDiverged, batches, collate, encode_examples
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class GradientConfig:
+    """Defaults are MLLMU-Bench's baseline settings for real models (lr 2e-5, batch 4, a few epochs, LoRA r=16).
+
+    `steps` None means `epochs` passes over the forget set. `lora` False trains every weight (what the tiny
+    presets do); real-model presets set `lora: true` (PEFT LoRA on all linear layers of the language model,
+    merged into the weights before saving).
+    """
+
+    steps: int | None = None
+    epochs: float = 2.0
+    batch_size: int = 4
+    lr: float = 2e-5
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    gamma: float = 1.0  # forget-loss weight
+    alpha: float = 1.0  # retain-loss weight (ignored by methods without a retain term)
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    grad_clip: float = 1.0
+    seed: int | None = None  # None: the run's seed (UnlearnContext.seed, the CLI's --seed)
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise UserError(f"steps must be >= 1 (or null to use epochs), got {self.steps}")
+        if self.steps is None and self.epochs <= 0:
+            raise UserError(f"epochs must be > 0 when steps is null, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise UserError(f"lr must be > 0, got {self.lr}")
+        if self.lora and self.lora_r < 1:
+            raise UserError(f"lora_r must be >= 1, got {self.lora_r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------ loss helpers
+
+def logits(model, batch: Batch) -> torch.Tensor:
+    """The model's logits for a collated batch (labels are not passed, so no loss is computed twice)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    return model(**inputs, use_cache=False).logits
+
+
+def _shifted(logits_: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits predicting token t+1, its label, and the answer-token mask (labels != IGNORE)."""
+    target = labels[:, 1:]
+    return logits_[:, :-1], target, target != IGNORE
+
+
+def token_nll(logits_: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token NLL [B, T-1] of the answer tokens (0 elsewhere) and the answer mask.
+
+    Only answer positions are upcast and soft-maxed: on a real model the prompt (hundreds of image tokens)
+    times a 150k vocabulary would otherwise dominate memory.
+    """
+    pred, target, mask = _shifted(logits_, labels)
+    nll = torch.zeros(mask.shape, dtype=torch.float32, device=pred.device)
+    nll[mask] = F.cross_entropy(pred[mask].float(), target[mask], reduction="none")
+    return nll, mask
+
+
+def answer_nll(logits_: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """NLL of each sequence's answer [B]: summed over its answer tokens ("sum", = -log p(answer)) or averaged ("mean")."""
+    nll, mask = token_nll(logits_, labels)
+    total = nll.sum(dim=1)
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / mask.sum(dim=1).clamp(min=1)
+    raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}")
+
+
+def batch_nll(logits_: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean NLL over all answer tokens of the batch: exactly the cross-entropy loss transformers reports."""
+    nll, mask = token_nll(logits_, labels)
+    return nll.sum() / mask.sum().clamp(min=1)
+
+
+def answer_kl(model_logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """KL(reference || model) of the next-token distributions, averaged over answer tokens."""
+    pred, _, mask = _shifted(model_logits, labels)
+    log_p = F.log_softmax(pred[mask].float(), dim=-1)
+    log_q = F.log_softmax(ref_logits[:, :-1][mask].float(), dim=-1)
+    return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
+
+
+# ------------------------------------------------------------------------------------------- reference model
+
+class Reference:
+    """The frozen vanilla model, for losses that compare against it (KL-Min, NPO).
+
+    Full fine-tuning keeps a frozen copy; under LoRA the trained model itself with its adapter disabled *is*
+    the vanilla model, so no second copy is loaded (half the memory on a real model).
+    """
+
+    def __init__(self, frozen=None, lora_model=None) -> None:
+        self.frozen = frozen
+        self.lora_model = lora_model
+
+    @torch.no_grad()
+    def logits(self, batch: Batch) -> torch.Tensor:
+        if self.frozen is not None:
+            return logits(self.frozen, batch)
+        with self.lora_model.disable_adapter(), eval_mode(self.lora_model):
+            return logits(self.lora_model, batch)
+
+
+# ---------------------------------------------------------------------------------------------- the method
+
+class GradientMethod(Method):
+    """Parent of the gradient baselines: subclasses implement `forget_loss` and, if they have one, `retain_loss`."""
+
+    Config: ClassVar[type] = GradientConfig
+    needs_reference: ClassVar[bool] = False  # load the frozen vanilla model as `ref`
+    uses_retain: ClassVar[bool] = False  # draw a retain batch every step (the retain term is alpha * retain_loss)
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config if config is not None else self.Config())
+        self.seed = self.config.seed or 0  # replaced by the run's seed in `unlearn` unless the config fixes one
+
+    # --- what subclasses state
+    def forget_loss(self, model, batch: Batch, ref: Reference | None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def retain_loss(self, model, batch: Batch, ref: Reference | None) -> torch.Tensor:
+        """No retain term by default (GA): the retain set is not even encoded."""
+        return torch.zeros((), device=batch["input_ids"].device)
+
+    def forget_examples(self, items: list[QAItem]) -> list[Example]:
+        """(prompt, image, target) pairs trained on the forget side; IDK swaps the targets for refusals."""
+        return qa_examples(items, seed=self.seed)
+
+    def retain_examples(self, items: list[QAItem]) -> list[Example]:
+        return qa_examples(items, seed=self.seed + 1)
+
+    # --- optional hooks (MMUnlearner uses them)
+    def prepare(self, model, forget: list[dict], retain: list[dict], collate_fn) -> dict:
+        """Called once before the optimizer is built (freeze parameters, compute masks); returns stats."""
+        return {}
+
+    def param_groups(self, params: list[torch.nn.Parameter]) -> list[dict]:
+        return [{"params": params, "weight_decay": self.config.weight_decay}]
+
+    def before_step(self, model) -> None:
+        """Called after backward, before clipping and the optimizer step (e.g. to mask gradients)."""
+
+    # --- the loop
+    def unlearn(self, ctx: UnlearnContext) -> dict[str, Any]:
+        cfg = self.config
+        start = time.perf_counter()
+        self.seed = cfg.seed if cfg.seed is not None else ctx.seed
+        torch.manual_seed(self.seed)
+        model, processor = load_model(ctx.model_dir, for_training=True)
+        encode, collate_fn = encoder(processor)
+        forget = encode(self.forget_examples(ctx.forget_items), "encoding forget set")
+        retain = encode(self.retain_examples(ctx.retain_items), "encoding retain set") if self.uses_retain else []
+        if self.uses_retain and not retain:
+            raise UserError(f"{self.name} needs retain data but the retain split of '{ctx.forget_split}' is empty")
+        steps = cfg.steps or max(1, math.ceil(cfg.epochs * len(forget) / cfg.batch_size))
+        stats = self.prepare(model, forget, retain, collate_fn)
+        if cfg.lora:
+            model = add_lora(model, cfg)
+        ref = self._reference(ctx, model) if self.needs_reference else None
+        history = self._train(model, forget, retain, collate_fn, ref, steps)
+        if cfg.lora:
+            model = model.merge_and_unload()
+        save_model(model, processor, ctx.model_out)
+        return {"steps": steps, "seed": self.seed, "forget_examples": len(forget), "retain_examples": len(retain), "lora": cfg.lora,
+                **_summary(history), **stats, "seconds": round(time.perf_counter() - start, 2)}
+
+    def _reference(self, ctx: UnlearnContext, model) -> Reference:
+        if self.config.lora:
+            return Reference(lora_model=model)
+        frozen, _ = load_model(ctx.model_dir, device=next(model.parameters()).device)
+        frozen.eval().requires_grad_(False)
+        return Reference(frozen=frozen)
+
+    def _train(self, model, forget, retain, collate_fn, ref, steps: int) -> list[dict]:
+        cfg = self.config
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.param_groups(params), lr=cfg.lr)
+        warmup = max(0, cfg.warmup_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        device = next(model.parameters()).device
+        forget_stream = batches(forget, cfg.batch_size, self.seed)
+        retain_stream = batches(retain, cfg.batch_size, self.seed + 1) if retain else None
+        history: list[dict] = []
+        model.train()
+        with progress_bar(f"unlearning ({self.name})", total=steps) as advance:
+            for step in range(steps):
+                f_batch = to_device(collate_fn(next(forget_stream)), device)
+                forget_loss = self.forget_loss(model, f_batch, ref)
+                if retain_stream is not None:
+                    retain_loss = self.retain_loss(model, to_device(collate_fn(next(retain_stream)), device), ref)
+                else:
+                    retain_loss = torch.zeros((), device=device)
+                loss = cfg.gamma * forget_loss + cfg.alpha * retain_loss
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"{self.name}: loss became {loss.item()} at step {step}; nothing was saved, "
+                                           "lower the learning rate or the number of steps")
+                loss.backward()
+                self.before_step(model)
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                history.append({"loss": loss.item(), "forget": forget_loss.item(), "retain": retain_loss.item()})
+                advance(1, loss=f"{loss.item():.3f}")
+        model.eval()
+        return history
+
+
+def _summary(history: list[dict]) -> dict:
+    first, last = history[0], history[-1]
+    return {"loss_first": first["loss"], "loss_last": last["loss"],
+            "forget_loss_first": first["forget"], "forget_loss_last": last["forget"],
+            "retain_loss_first": first["retain"], "retain_loss_last": last["retain"]}
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------------------- encoding, LoRA, save
+
+def encoder(processor):
+    """`(encode(examples, label) -> encoded list, collate(encoded) -> batch)` suited to the processor.
+
+    Qwen-VL processors (their image processor returns `image_grid_thw`) use `training.encode_examples`,
+    which batches the processor calls. `training.encode_examples` assumes that grid (and
+    `mm_token_type_ids`), so for every other processor (LLaVA: one pixel tensor per image) each example is
+    encoded with the architecture-neutral `models.batch.encode_example`.
+    """
+    pad_id = mbatch.pad_token_id(processor)
+    if "image_grid_thw" in getattr(processor.image_processor, "model_input_names", ()):
+        return (lambda examples, label: encode_examples(processor, examples, label=label),
+                lambda items: collate(items, pad_id))
+
+    def encode(examples, label):
+        out = []
+        with progress_bar(label, total=len(examples)) as advance:
+            for question, image, answer in examples:
+                out.append(mbatch.encode_example(processor, question, image, answer))
+                advance(1)
+        return out
+
+    return encode, lambda items: mbatch.pad_features(items, pad_id, padding_side="right")
+
+
+def language_model_linear_names(model) -> list[str]:
+    """Qualified names of every nn.Linear inside the text decoder blocks (LoRA's targets)."""
+    layers = decoder_layers(model)
+    prefix = next(name for name, module in model.named_modules() if module is layers)
+    return [name for name, module in model.named_modules()
+            if name.startswith(prefix + ".") and isinstance(module, torch.nn.Linear)]
+
+
+def add_lora(model, cfg: GradientConfig):
+    """Wrap `model` in PEFT LoRA on all linear layers of the language model (vision tower untouched)."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = language_model_linear_names(model)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, bias="none")
+    return get_peft_model(model, lora)
+
+
+def save_model(model, processor, out: Path) -> Path:
+    """Write model + processor to `out` atomically: a failed save leaves the previous directory intact."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    model = unwrap(model)
+    model.config.use_cache = True  # load_model(for_training=True) turned it off; generation wants it back
+    model.save_pretrained(tmp)
+    processor.tokenizer.padding_side = "left"
+    processor.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
