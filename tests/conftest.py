@@ -27,3 +27,14 @@ def micro_models(micro_world, tmp_path_factory):
     base, _ = base_stage(micro_world, root / "base", "micro")
     vanilla, _ = vanilla_stage(base, micro_world, root / "vanilla", "micro")
     return base, vanilla
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models are dominated by per-op overhead: one thread is faster, and immune to a busy machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -130,8 +130,7 @@ class ASRU(Method):
 
     def stage1(self, ctx: UnlearnContext) -> dict:
         from asru.models.layers import check_layer
-        from asru.models.load import load_model
-        from asru.models.tiny import save_tiny
+        from asru.models.load import load_model, save_model
 
         cfg: ASRUConfig = self.config
         if ctx.base_dir is None:
@@ -149,8 +148,7 @@ class ASRU(Method):
         steering.save(ctx.out_dir / STEERING_FILE)
         retain = retain_prompts(ctx, len(ctx.forget_items))
         stats = redirect(vanilla, processor, SteeringVector.load(ctx.out_dir / STEERING_FILE), forget, retain, cfg.redirect)
-        processor.tokenizer.padding_side = "left"
-        save_tiny(vanilla, processor, ctx.out_dir / "stage1")
+        save_model(vanilla, processor, ctx.out_dir / "stage1")
         return {"layer": layer, "steering": steering.metadata, "redirect": stats, "config": asdict(cfg.redirect)}
 
     def stage2(self, ctx: UnlearnContext, start: Path) -> dict:

@@ -10,7 +10,6 @@ and save a plain `save_pretrained` directory (LoRA merged) that loads without th
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from asru.methods.base import Method, UnlearnContext
 from asru.models import batch as mbatch
 from asru.models.generate import eval_mode
 from asru.models.layers import decoder_layers, unwrap
-from asru.models.load import load_model
+from asru.models.load import load_model, save_model
 from asru.progress import progress_bar
 from asru.training import IGNORE, TrainingDiverged, batches, collate, encode_examples
 
@@ -265,27 +264,10 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
 # --------------------------------------------------------------------------------------- encoding, LoRA, save
 
 def encoder(processor):
-    """`(encode(examples, label) -> encoded list, collate(encoded) -> batch)` suited to the processor.
-
-    Qwen-VL processors (their image processor returns `image_grid_thw`) use `training.encode_examples`,
-    which batches the processor calls. `training.encode_examples` assumes that grid (and
-    `mm_token_type_ids`), so for every other processor (LLaVA: one pixel tensor per image) each example is
-    encoded with the architecture-neutral `models.batch.encode_example`.
-    """
+    """`(encode(examples, label) -> encoded list, collate(encoded) -> batch)` for any supported processor."""
     pad_id = mbatch.pad_token_id(processor)
-    if "image_grid_thw" in getattr(processor.image_processor, "model_input_names", ()):
-        return (lambda examples, label: encode_examples(processor, examples, label=label),
-                lambda items: collate(items, pad_id))
-
-    def encode(examples, label):
-        out = []
-        with progress_bar(label, total=len(examples)) as advance:
-            for question, image, answer in examples:
-                out.append(mbatch.encode_example(processor, question, image, answer))
-                advance(1)
-        return out
-
-    return encode, lambda items: mbatch.pad_features(items, pad_id, padding_side="right")
+    return (lambda examples, label: encode_examples(processor, examples, label=label),
+            lambda items: collate(items, pad_id))
 
 
 def language_model_linear_names(model) -> list[str]:
@@ -305,21 +287,4 @@ def add_lora(model, cfg: GradientConfig):
                       target_modules=targets, bias="none")
     return get_peft_model(model, lora)
 
-
-def save_model(model, processor, out: Path) -> Path:
-    """Write model + processor to `out` atomically: a failed save leaves the previous directory intact."""
-    out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model = unwrap(model)
-    model.config.use_cache = True  # load_model(for_training=True) turned it off; generation wants it back
-    model.save_pretrained(tmp)
-    processor.tokenizer.padding_side = "left"
-    processor.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
 

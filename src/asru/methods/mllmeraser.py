@@ -31,7 +31,7 @@ from asru.data.prompts import gen_prompt
 from asru.data.schema import QAItem
 from asru.errors import UserError
 from asru.methods.base import Method, UnlearnContext
-from asru.methods.gradient import save_model
+from asru.models.load import save_model
 from asru.models.layers import check_layer, num_layers
 from asru.models.load import load_model
 from asru.steering.hooks import last_prompt_hidden

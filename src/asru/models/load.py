@@ -6,6 +6,7 @@ text-only model, an unmerged adapter) must come back as one clear line, not a tr
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 
 from asru.errors import UserError
+from asru.models.layers import unwrap
 
 _PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -117,3 +119,22 @@ def _default_device() -> torch.device:
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def save_model(model, processor, out: Path) -> Path:
+    """Write model + processor as a plain `save_pretrained` directory, atomically (a failed save leaves the previous
+    directory intact), with generation settings restored (use_cache on, left padding)."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    model = unwrap(model)
+    model.config.use_cache = True  # load_model(for_training=True) turned it off; generation wants it back
+    model.save_pretrained(tmp)
+    processor.tokenizer.padding_side = "left"
+    processor.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out

@@ -69,12 +69,11 @@ def vanilla_examples(data_dir: Path, cfg: VanillaConfig) -> list[tuple]:
 
 def build_vanilla(base_dir: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: VanillaConfig) -> dict:
     """Full fine-tune of the base on all fictitious profiles (+ a replay share of the base corpus)."""
-    from asru.models.load import load_model
+    from asru.models.load import load_model, save_model
 
     model, processor = load_model(base_dir, for_training=True)
     examples = vanilla_examples(Path(data_dir), cfg)
     encoded = encode_examples(processor, examples, label="encoding profiles")
     stats = sft(model, processor, encoded, cfg.train, label="fine-tuning vanilla")
-    processor.tokenizer.padding_side = "left"
-    save_tiny(model, processor, out_dir)
+    save_model(model, processor, out_dir)
     return {"examples": len(examples), "finetune": "full", **stats}
