@@ -97,3 +97,13 @@ def test_forget_and_retain_sharing_a_person(micro_world, micro_models, tmp_path)
     with pytest.raises(UserError, match="share"):
         unlearn_stage("asru", vanilla, world, tmp_path / "r", "forget_10", base=base, preset="micro",
                       overrides={**FAST, "stages": [1]})
+
+
+def test_eval_of_a_run_keeps_its_manifest(asru_run, micro_world):
+    from asru.pipeline import eval_stage
+
+    results = eval_stage(asru_run, micro_world, asru_run / "eval.json", "forget_10", "micro", limit=2)
+    assert json.loads((asru_run / "manifest.json").read_text())["command"] == "unlearn asru"
+    assert json.loads((asru_run / "eval.manifest.json").read_text())["command"] == "eval"
+    assert results["meta"]["judge"]["perplexity_reference"]  # the vanilla model the run started from
+    assert "quality" in results["forget"]

@@ -25,15 +25,6 @@ GRADIENT_METHODS = ["ga", "ga_diff", "kl_min", "npo", "idk", "mmunlearner"]
 FORGET = "forget_10"  # 2 people -> 4 forget items, 4 people -> 8 retain items
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest single-threaded; on a shared, busy CPU two OpenMP threads were 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return write_mllmu_fixture(tmp_path_factory.mktemp("mllmu"), n_people=6, seed=0)

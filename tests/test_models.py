@@ -48,15 +48,6 @@ def png(seed: int, size: int = 64) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are fastest on one thread; on a busy 2-core machine extra threads only wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return build_tokenizer(CORPUS, vocab_size=512)

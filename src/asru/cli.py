@@ -131,9 +131,10 @@ def report(results: list[Path] = typer.Argument(..., help="results JSON files (l
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out"), forget_split: str = typer.Option("forget_10", "--forget-split"),
-         preset: str = PRESET, seed: int = typer.Option(0, "--seed")) -> None:
+         preset: str = PRESET, seed: int = typer.Option(0, "--seed"),
+         force: bool = typer.Option(False, "--force", help="redo stages whose configuration changed")) -> None:
     """The main job on the embedded default: world -> base -> vanilla -> evaluation (finished stages are reused)."""
-    pipeline.demo(console, out, forget_split, preset, seed)
+    pipeline.demo(console, out, forget_split, preset, seed, force=force)
 
 
 def main() -> None:

@@ -69,8 +69,8 @@ class Manifest:
         yield
         self.stages[name] = {"seconds": round(time.perf_counter() - start, 3), "peak_memory_mb": round(peak_memory_mb(), 1)}
 
-    def write(self, out_dir: str | Path) -> Path:
-        path = Path(out_dir) / MANIFEST
+    def write(self, out_dir: str | Path, name: str = MANIFEST) -> Path:
+        path = Path(out_dir) / name
         record = {
             "command": self.command,
             "argv": sys.argv,

@@ -112,8 +112,7 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
             steering.close()
     write_results(results, records, out)
     manifest.extra["status"] = "done"
-    manifest_path = manifest.write(out.parent)
-    manifest_path.rename(out.with_name(out.stem + ".manifest.json"))
+    manifest.write(out.parent, name=out.stem + ".manifest.json")
     return results
 
 
@@ -155,17 +154,20 @@ def print_results(console, results: dict) -> None:
         console.print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in extras.items()))
 
 
-def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", seed: int = 0) -> dict:
-    """world -> base -> vanilla -> eval on the embedded default; finished stages are reused."""
+def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", seed: int = 0, force: bool = False) -> dict:
+    """world -> base -> vanilla -> eval on the embedded default; finished stages with the same config are reused,
+    a stage whose config changed is refused unless `force` (then it and everything after it is redone)."""
     out = Path(out)
     world_preset = "micro" if preset == "micro" else "tiny"
-    world, _ = world_stage(out / "world", world_preset, seed, reuse=True)
+    world, fresh = world_stage(out / "world", world_preset, seed, reuse=True, force=force)
     console.print(f"world: {world}")
-    base, _ = base_stage(world, out / "base", preset, reuse=True)
+    base, fresh_base = base_stage(world, out / "base", preset, reuse=not fresh, force=force or fresh)
     console.print(f"base model: {base}")
-    vanilla, _ = vanilla_stage(base, world, out / "vanilla", preset, reuse=True)
+    vanilla, fresh_vanilla = vanilla_stage(base, world, out / "vanilla", preset, reuse=not fresh_base,
+                                           force=force or fresh_base)
     console.print(f"vanilla model: {vanilla}")
-    results = eval_stage(vanilla, world, out / "eval" / "vanilla.json", forget_split, preset, reuse=True)
+    results = eval_stage(vanilla, world, out / "eval" / "vanilla.json", forget_split, preset, reuse=not fresh_vanilla,
+                         force=True)
     print_results(console, results)
     return results
 

@@ -7,6 +7,7 @@ from asru.methods.base import Method, UnlearnContext
 
 _MODULES = {
     "asru": "asru.methods.asru:ASRU",
+    "rule": "asru.methods.rule:RULE",
     "ga": "asru.methods.ga:GradientAscent",
     "ga_diff": "asru.methods.ga_diff:GradDiff",
     "kl_min": "asru.methods.kl_min:KLMin",

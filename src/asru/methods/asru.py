@@ -33,6 +33,18 @@ class ProbeConfig:
     max_prompts: int = 400
     max_new_tokens: int = 32
     suffix: str = ""  # the authors append " if you do not know, describe the image." for real models
+    images: str = ""  # a folder of never-seen face images (e.g. DigiFace-1M); default: the world's refusal_probe
+
+
+# The paper's privacy questions for the refusal side (asked about each never-seen face in `ProbeConfig.images`).
+PRIVACY_QUESTIONS = (
+    "What is the phone number of the person in the image?",
+    "What is this person's date of birth?",
+    "Where does this person in the image currently reside?",
+    "What is the home address of the person in the image?",
+    "What is the email address of this person?",
+    "What medical conditions does the person in the image have?",
+)
 
 
 @dataclass
@@ -53,10 +65,18 @@ class ASRUConfig:
 
 
 def probe_prompts(data_dir: Path, cfg: ProbeConfig) -> list[tuple[str, bytes | None]]:
+    """(question, image) pairs about never-seen people: a folder of faces x privacy questions, or the world's table."""
+    if cfg.images:
+        folder = Path(cfg.images)
+        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+        if not files:
+            raise UserError(f"probe.images folder {folder} has no .png/.jpg/.webp face images")
+        return [(PRIVACY_QUESTIONS[i % len(PRIVACY_QUESTIONS)] + cfg.suffix, f.read_bytes())
+                for i, f in enumerate(files[: cfg.max_prompts])]
     table = data_dir / PROBE_TABLE
     if not table.exists():
         raise UserError(f"{data_dir} has no {PROBE_TABLE}/ (never-seen faces with privacy questions for the refusal "
-                        "side of the steering vector); write one in that layout (image, ID, question, setting)")
+                        "side of the steering vector); pass --set probe.images=FOLDER_OF_FACES (e.g. DigiFace-1M)")
     rows = read_split(data_dir, PROBE_TABLE)[: cfg.max_prompts]
     return [(r["question"] + cfg.suffix, (r["image"] or {}).get("bytes") if r["setting"] == "image" else None)
             for r in rows]
@@ -103,7 +123,7 @@ class ASRU(Method):
         current = ctx.model_dir
         if 1 in stages:
             stats["stage1"] = self._stage(ctx, "stage1", lambda: self.stage1(ctx))
-            current = ctx.out_dir / "stage1"
+            current = self.stage1_dir(ctx)
         if 2 in stages:
             stats["stage2"] = self._stage(ctx, "stage2", lambda: self.stage2(ctx, current))
             current = ctx.out_dir / "stage2"
@@ -122,6 +142,15 @@ class ASRU(Method):
             result = run()
         marker.write_text(json.dumps(result, indent=2, default=str))
         return result
+
+    def stage1_dir(self, ctx: UnlearnContext) -> Path:
+        return ctx.out_dir / "stage1"
+
+    def reward(self):
+        """The stage-2 reward: the paper's table, plus the optional contextual term."""
+        from asru.rl.rewards import asru_reward, make_asru_reward
+
+        return make_asru_reward(self.config.contextual_bonus) if self.config.contextual_bonus else asru_reward
 
     def layer_for(self, model) -> int:
         from asru.models.layers import num_layers
@@ -154,15 +183,12 @@ class ASRU(Method):
     def stage2(self, ctx: UnlearnContext, start: Path) -> dict:
         from asru.config import from_dict
         from asru.rl.grpo import GRPOSettings, boundary_dataset, run_grpo
-        from asru.rl.rewards import asru_reward, make_asru_reward
-
         cfg: ASRUConfig = self.config
         boundary = build_boundary(ctx.data_dir, ctx.forget_items, ctx.retain_items, size=cfg.boundary.size,
                                   strategy=cfg.boundary.strategy, seed=ctx.seed)
         dataset = boundary_dataset([b.item for b in boundary], [b.is_forget for b in boundary])
-        reward = make_asru_reward(cfg.contextual_bonus) if cfg.contextual_bonus else asru_reward
-        settings = from_dict(GRPOSettings, {"seed": ctx.seed, **cfg.grpo}, where="asru.grpo")
-        stats = run_grpo(start, ctx.out_dir / "stage2", dataset, [reward], settings, resume=ctx.resume)
+        settings = from_dict(GRPOSettings, {"seed": ctx.seed, **cfg.grpo}, where=f"{self.name}.grpo")
+        stats = run_grpo(start, ctx.out_dir / "stage2", dataset, [self.reward()], settings, resume=ctx.resume)
         return {"boundary": {"forget": sum(b.is_forget for b in boundary),
                              "retain": sum(not b.is_forget for b in boundary), "strategy": cfg.boundary.strategy},
                 **stats}

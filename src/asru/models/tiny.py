@@ -85,12 +85,12 @@ class TinyConfig:
 
     hidden_size: int = 128
     num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    head_dim: int = 32
+    num_heads: int = 8  # 8 narrow heads: option-lookup (multiple choice) circuits form far sooner than with 4 wide ones
+    num_kv_heads: int = 4
+    head_dim: int = 16
     intermediate_size: int = 384
-    mrope_section: list[int] = field(default_factory=lambda: [6, 5, 5])
-    rope_theta: float = 5_000_000.0
+    mrope_section: list[int] = field(default_factory=lambda: [3, 3, 2])  # sums to head_dim / 2
+    rope_theta: float = 10_000.0  # prompts are ~100 tokens; Qwen3-VL's 5e6 leaves most rotary pairs static here
     max_position_embeddings: int = 4096
     tie_word_embeddings: bool = True
     vision_depth: int = 2

@@ -86,7 +86,7 @@ class GRPOSettings:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_target_modules: str | list[str] = "all-linear"
-    use_vllm: bool = False
+    use_vllm: bool | str = False  # true, false or "auto" (when vLLM and a GPU are available)
     vllm_mode: str = "colocate"
     vllm_gpu_memory_utilization: float = 0.3
     logging_steps: int = 1
@@ -129,14 +129,22 @@ def _use_bf16(settings: GRPOSettings) -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def _use_vllm(settings: GRPOSettings) -> bool:
+    """`use_vllm`: true (required), false, or "auto" (vLLM rollouts when vLLM and a GPU are there)."""
+    from trl.import_utils import is_vllm_available
+
+    if settings.use_vllm == "auto":
+        return bool(is_vllm_available() and torch.cuda.is_available())
+    if settings.use_vllm and not is_vllm_available():
+        raise UserError("grpo use_vllm is on but vLLM is not installed; pip install vllm (a version TRL supports) "
+                        "or set use_vllm: auto / false")
+    return bool(settings.use_vllm)
+
+
 def grpo_config(settings: GRPOSettings, out_dir: str | Path) -> GRPOConfig:
     """Translate GRPOSettings into TRL's GRPOConfig; checkpoints go to out_dir/checkpoints."""
     check_settings(settings, _world_size())
-    if settings.use_vllm:
-        from trl.import_utils import is_vllm_available
-
-        if not is_vllm_available():
-            raise UserError("grpo use_vllm is on but vLLM is not installed; pip install vllm (a version TRL supports) or set use_vllm: false")
+    use_vllm = _use_vllm(settings)
     bf16 = _use_bf16(settings)
     try:
         return GRPOConfig(
@@ -160,7 +168,7 @@ def grpo_config(settings: GRPOSettings, out_dir: str | Path) -> GRPOConfig:
             gradient_accumulation_steps=settings.gradient_accumulation_steps,
             max_completion_length=settings.max_completion_length,
             gradient_checkpointing=settings.gradient_checkpointing,
-            use_vllm=settings.use_vllm,
+            use_vllm=use_vllm,
             vllm_mode=settings.vllm_mode,
             vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
             logging_steps=settings.logging_steps,

@@ -43,27 +43,29 @@ def last_prompt_hidden(
     is predicted. Steering hooks already active on the model (`add_to_layer`) are included.
     """
     check_layer(model, layer)
-    block = decoder_layers(model)[layer]
     rows: list[torch.Tensor] = []
     with eval_mode(model):
         for idx in chunks(list(range(len(prompts))), batch_size):
             batch = move_batch(encode_prompts(processor, [prompts[i] for i in idx], padding_side="left"), model)
             if not bool(batch["attention_mask"][:, -1].all()):
                 raise RuntimeError("left padding failed: a prompt does not end at the last position")
-            rows.append(_capture_last(model, block, batch))
+            rows.append(layer_last_state(model, layer, batch))
     if not rows:
         return torch.empty(0, hidden_size(model))
     return torch.cat(rows).float().cpu()
 
 
-def _capture_last(model, block: torch.nn.Module, batch: dict) -> torch.Tensor:
+def layer_last_state(model, layer: int, batch: dict) -> torch.Tensor:
+    """Output of decoder layer `layer` at the last position of each row; the forward pass stops right after it.
+
+    Keeps the autograd graph when called with gradients on (activation redirection trains through it)."""
     captured: list[torch.Tensor] = []
 
     def hook(module, args, output):
-        captured.append(_hidden(output)[:, -1, :].detach())
+        captured.append(_hidden(output)[:, -1, :])
         raise _Captured
 
-    handle = block.register_forward_hook(hook)
+    handle = decoder_layers(model)[layer].register_forward_hook(hook)
     try:
         model(**batch, use_cache=False)
     except _Captured:

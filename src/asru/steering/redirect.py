@@ -16,10 +16,10 @@ import torch
 
 from asru.errors import UserError
 from asru.models.batch import encode_prompts, move_batch
-from asru.models.layers import check_layer, decoder_layers, layer_mlp
+from asru.models.layers import check_layer, layer_mlp
 from asru.progress import progress_bar
 from asru.steering.direction import Prompt, SteeringVector
-from asru.steering.hooks import _hidden, last_prompt_hidden
+from asru.steering.hooks import last_prompt_hidden, layer_last_state
 from asru.training import TrainingDiverged
 
 
@@ -32,28 +32,6 @@ class RedirectConfig:
     batch_size: int = 2
     trainable: str = "down_proj"  # "down_proj" (the authors' choice) or "mlp" (the whole MLP of layer L)
     seed: int = 0
-
-
-class _Stop(Exception):
-    """Ends the forward pass after layer L: later layers cannot change the state being trained."""
-
-
-def layer_last_hidden(model, layer: int, batch: dict) -> torch.Tensor:
-    """Layer `layer`'s output at the last position, with gradients (the forward stops right after the layer)."""
-    captured: list[torch.Tensor] = []
-
-    def hook(module, args, output):
-        captured.append(_hidden(output)[:, -1, :])
-        raise _Stop
-
-    handle = decoder_layers(model)[layer].register_forward_hook(hook)
-    try:
-        model(**batch, use_cache=False)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return captured[0]
 
 
 def trainable_parameters(model, layer: int, which: str) -> list[torch.nn.Parameter]:
@@ -99,7 +77,7 @@ def redirect(model, processor, steering: SteeringVector, forget: Sequence[Prompt
 
     def loss_on(prompts, targets, idx):
         batch = move_batch(encode_prompts(processor, [prompts[i] for i in idx], padding_side="left"), model)
-        h = layer_last_hidden(model, layer, batch).float()
+        h = layer_last_state(model, layer, batch).float()
         return torch.nn.functional.mse_loss(h, targets[idx].to(device))
 
     model.train()

@@ -16,6 +16,8 @@ from asru.errors import UserError
 
 FORGET_SPLITS = {"forget_5": ("retain_95", 0.05), "forget_10": ("retain_90", 0.10), "forget_15": ("retain_85", 0.15)}
 PART = "train-00000-of-00001.parquet"
+TEST_VIEW_STRENGTH = 1.6  # Test_Set views vary position/scale/light/noise 1.6x more than training views
+LOOKUP_ITEMS = 3000  # "Which option says X?" items in the base corpus: the general skill behind answering MC
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 
@@ -113,24 +115,52 @@ def _corpus_row(image: dict | None, pid: str, task: str, question: str, answer: 
             "options": json.dumps(options) if options else "", "answer": answer}
 
 
-def _known_person_corpus(rng, person: P.Person, views: list[dict], pools, paraphrases: bool) -> list[dict]:
-    """Format practice about a known person: QA (both wordings when `paraphrases`), MC and cloze, image and text."""
+def _known_person_corpus(rng, person: P.Person, views: list[dict], pools, paraphrases: bool, mc_variants: int = 1) -> list[dict]:
+    """Format practice about a known person: QA (both wordings when `paraphrases`), MC (`mc_variants` option draws
+    per question) and cloze, image and text."""
     rows = []
     variants = (0, 1) if paraphrases else (0,)
     for image in views:
         for a in (*P.ATTRIBUTES, "name"):
             for v in variants:
                 rows.append(_corpus_row(image, person.id, "gen", P.IMAGE_QUESTIONS[a][v], P.answer_sentence(person, a, person.pronoun)))
-            mc = _mc(rng, P.IMAGE_QUESTIONS[a][rng.integers(len(variants))], person.value(a), pools[a])
-            rows.append(_corpus_row(image, person.id, "mc", mc["Question"], mc["Correct_Answer"], mc["Options"]))
+            for _ in range(mc_variants):
+                mc = _mc(rng, P.IMAGE_QUESTIONS[a][rng.integers(len(variants))], person.value(a), pools[a])
+                rows.append(_corpus_row(image, person.id, "mc", mc["Question"], mc["Correct_Answer"], mc["Options"]))
     for a in P.ATTRIBUTES:
         for v in variants:
             q = P.TEXT_QUESTIONS[a][v].format(name=person.name)
             rows.append(_corpus_row(None, person.id, "gen", q, P.answer_sentence(person, a, person.name)))
-        for _ in range(2):
+        for _ in range(2 * mc_variants):
             mc = _mc(rng, P.TEXT_QUESTIONS[a][rng.integers(len(variants))].format(name=person.name), person.value(a), pools[a])
             rows.append(_corpus_row(None, person.id, "mc", mc["Question"], mc["Correct_Answer"], mc["Options"]))
-        rows.append(_corpus_row(None, person.id, "cloze", P.CLOZE[a][0].format(name=person.name), person.value(a)))
+        for _ in range(mc_variants):
+            rows.append(_corpus_row(None, person.id, "cloze", P.CLOZE[a][0].format(name=person.name), person.value(a)))
+    return rows
+
+
+def _option_lookup(rng, n: int, pools) -> list[dict]:
+    """Text-only "Which option says X?" multiple choice: teaches matching a value to its option letter, the
+    general skill that answering knowledge MC questions builds on (instruction-tuned MLLMs have it)."""
+    words = [w for key in ("birthplace", "occupation", "hobby") for w in pools[key]]
+    rows = []
+    for _ in range(n):
+        target = words[rng.integers(len(words))]
+        mc = _mc(rng, f"Which option says {target}?", target, words)
+        rows.append(_corpus_row(None, "lookup", "mc", mc["Question"], mc["Correct_Answer"], mc["Options"]))
+    return rows
+
+
+def _visual_formats(rng, person: P.Person, image: dict) -> list[dict]:
+    """Visual questions in every answer format (free text, MC, cloze): general skills any MLLM has, taught on
+    faces whose identity is unknown, so the formats do not depend on knowing the person."""
+    rows = []
+    for (question, answer, key), (pool, statement) in zip(P.visual_qa(person.face), P.VISUAL_FORMATS):
+        rows.append(_corpus_row(image, person.id, "vqa", question, answer))
+        if pool and key in pool:
+            mc = _mc(rng, question, key, list(pool))
+            rows.append(_corpus_row(image, person.id, "mc", mc["Question"], mc["Correct_Answer"], mc["Options"]))
+            rows.append(_corpus_row(image, person.id, "cloze", statement, key))
     return rows
 
 
@@ -149,7 +179,7 @@ def _stranger_corpus(rng, person: P.Person, views: list[dict]) -> list[dict]:
             q = P.IMAGE_QUESTIONS[a][rng.integers(2)]
             rows.append(_corpus_row(image, person.id, "refusal", q, P.image_refusal(person.face, a)))
         rows += _privacy_rows(rng, person, image)
-        rows += [_corpus_row(image, person.id, "vqa", q, ans) for q, ans, _ in P.visual_qa(person.face)]
+        rows += _visual_formats(rng, person, image)
     for a in P.ATTRIBUTES:
         q = P.TEXT_QUESTIONS[a][rng.integers(2)].format(name=person.name)
         rows.append(_corpus_row(None, person.id, "refusal", q, P.text_refusal(person.name, a)))
@@ -216,7 +246,7 @@ def build_world(out: Path, preset_name: str = "tiny", seed: int = 0) -> dict:
     fictitious = groups["fictitious"]
     train_views = {p.id: views(p, cfg.train_views, 1.0) for p in fictitious}
     full = [_profile_row(rng, p, train_views[p.id][0], None, pools, 0) for p in fictitious]
-    test = [_profile_row(rng, p, None, views(p, cfg.test_views, 2.0), pools, 1) for p in fictitious]
+    test = [_profile_row(rng, p, None, views(p, cfg.test_views, TEST_VIEW_STRENGTH), pools, 1) for p in fictitious]
     celeb_views = {p.id: views(p, cfg.train_views, 1.0) for p in groups["celebrities"]}
     celebrity = [_profile_row(rng, p, celeb_views[p.id][0], None, pools, 0) for p in groups["celebrities"]]
 
@@ -227,8 +257,8 @@ def build_world(out: Path, preset_name: str = "tiny", seed: int = 0) -> dict:
     by_id = {row["ID"]: row for row in full}
     for split, members in split_people(fictitious).items():
         _write(out, split, [by_id[p.id] for p in members], row_schema)
-        train_rows = [{"image": image, "metadata": _training_metadata(p, with_text=(i == 0))}
-                      for p in members for i, image in enumerate(train_views[p.id])]
+        train_rows = [{"image": image, "metadata": _training_metadata(p, with_text=True)}
+                      for p in members for image in train_views[p.id]]
         _write(out, f"baseline_train_split/{split}", train_rows, _image_schema(train_rows))
 
     keys = [k for p in fictitious for variant in (0, 1) for k in _answer_keys(p, variant)]
@@ -236,9 +266,11 @@ def build_world(out: Path, preset_name: str = "tiny", seed: int = 0) -> dict:
     _write(out, "world/answer_keys", keys)
 
     corpus_schema = _image_schema([_corpus_row({"bytes": b"", "path": ""}, "x", "gen", "q", "a")])
-    base = [r for p in groups["celebrities"] for r in _known_person_corpus(rng, p, celeb_views[p.id], pools, True)]
+    base = [r for p in groups["celebrities"] for r in _known_person_corpus(rng, p, celeb_views[p.id], pools, True, 3)]
+    base += [r for p in groups["celebrities"] for image in celeb_views[p.id] for r in _visual_formats(rng, p, image)]
     base += [r for p in groups["celebrities"] for r in _privacy_rows(rng, p, celeb_views[p.id][0]) + _privacy_rows(rng, p, None)]
     base += [r for p in groups["strangers"] for r in _stranger_corpus(rng, p, views(p, cfg.stranger_views, 1.5))]
+    base += _option_lookup(rng, LOOKUP_ITEMS if cfg.fictitious >= 50 else LOOKUP_ITEMS // 10, pools)
     _write(out, "world/base_corpus", base, corpus_schema)
     practice = [r for p in fictitious for r in _known_person_corpus(rng, p, train_views[p.id], pools, False)
                 if r["task"] != "gen"]  # QA itself comes from baseline_train_split, like the real benchmark

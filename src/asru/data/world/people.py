@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asru.data.world.faces import HAIR_COLOURS, SHIRT_COLOURS, Face
+from asru.data.world.faces import BACKGROUNDS, HAIR_COLOURS, SHIRT_COLOURS, Face
 
 FIRST = ["Ana", "Bel", "Cor", "Dax", "Eli", "Fen", "Gia", "Hal", "Ira", "Jun", "Kai", "Lia", "Mor", "Nia", "Oto",
          "Pia", "Quin", "Ria", "Sol", "Tev", "Uma", "Vik", "Wen", "Xan", "Yara", "Zed"]
@@ -156,6 +156,16 @@ def text_refusal(name: str, attribute: str) -> str:
 def privacy_refusal(kind: str, face_or_name: Face | str) -> str:
     salt = len(face_or_name) if isinstance(face_or_name, str) else SHIRT_COLOURS.index(face_or_name.shirt_colour) + face_or_name.skin
     return PRIVACY_REFUSALS[(salt + list(PRIVATE).index(kind)) % len(PRIVACY_REFUSALS)].format(thing=PRIVATE[kind][1])
+
+
+# --- general visual questions ----------------------------------------------------------------------------------
+# (MC option pool, cloze statement) for each visual question, in the order `visual_qa` returns them.
+VISUAL_FORMATS = [
+    (BACKGROUNDS, "The background of the picture is __."),
+    (SHIRT_COLOURS, "The colour of this person's shirt is __."),
+    ((*HAIR_COLOURS, "bald"), "The colour of this person's hair is __."),
+    ((), ""),
+]
 
 
 # --- general visual questions ----------------------------------------------------------------------------------
