@@ -132,9 +132,15 @@ def report(results: list[Path] = typer.Argument(..., help="results JSON files (l
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out"), forget_split: str = typer.Option("forget_10", "--forget-split"),
          preset: str = PRESET, seed: int = typer.Option(0, "--seed"),
-         force: bool = typer.Option(False, "--force", help="redo stages whose configuration changed")) -> None:
-    """The main job on the embedded default: world -> base -> vanilla -> evaluation (finished stages are reused)."""
-    pipeline.demo(console, out, forget_split, preset, seed, force=force)
+         force: bool = typer.Option(False, "--force", help="redo stages whose configuration changed"),
+         compare: str = typer.Option(",".join(pipeline.DEMO_METHODS), "--compare",
+                                     help="methods compared at the end (comma-separated; empty to skip)")) -> None:
+    """The main job on the embedded default: world -> base -> vanilla -> evaluation -> unlearning comparison
+    (ASRU vs GA-Diff and NPO) -> report. Finished stages are reused."""
+    from asru.compare import expand_methods
+
+    methods = tuple(expand_methods(compare)) if compare else ()
+    pipeline.demo(console, out, forget_split, preset, seed, force=force, compare_methods=methods)
 
 
 def main() -> None:

@@ -154,7 +154,11 @@ def print_results(console, results: dict) -> None:
         console.print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in extras.items()))
 
 
-def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", seed: int = 0, force: bool = False) -> dict:
+DEMO_METHODS = ("asru", "ga_diff", "npo")
+
+
+def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", seed: int = 0, force: bool = False,
+         compare_methods: tuple[str, ...] = ()) -> dict:
     """world -> base -> vanilla -> eval on the embedded default; finished stages with the same config are reused,
     a stage whose config changed is refused unless `force` (then it and everything after it is redone)."""
     out = Path(out)
@@ -169,6 +173,12 @@ def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", se
     results = eval_stage(vanilla, world, out / "eval" / "vanilla.json", forget_split, preset, reuse=not fresh_vanilla,
                          force=True)
     print_results(console, results)
+    if compare_methods:
+        from asru.compare import run_compare
+
+        summary = run_compare(console, world, vanilla, base, out / f"compare_{forget_split}", forget_split,
+                              list(compare_methods), 1, preset)
+        console.print(f"[green]comparison report[/green] {summary['report_html']} (and report.md beside it)")
     return results
 
 

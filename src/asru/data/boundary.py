@@ -1,8 +1,10 @@
 """The boundary set for ASRU's stage 2: forget QA plus an equal number of retain QA, each flagged.
 
 The refusal boundary is decided between people who look alike or share facts, so by default the retain side is
-drawn from the retain people *nearest* to the forget people (most shared biography fields, e.g. same birthplace
-or occupation); `random` reproduces the authors' uniform choice.
+drawn nearest first: retain people are ranked by shared biography fields with the forget people (same birthplace
+or occupation, ...) and items are taken round robin over that ranking (one item per person per round), so the
+closest people come first but the boundary still covers many retain people; `random` reproduces the authors'
+uniform choice.
 """
 
 from __future__ import annotations
@@ -65,12 +67,12 @@ def build_boundary(data_dir, forget: list[QAItem], retain: list[QAItem], *, size
         bios = _biographies(data_dir)
         forget_ids = {i.id for i in forget}
         ranked = sorted({i.id for i in retain}, key=lambda pid: (-closeness(pid, forget_ids, bios), rng.random()))
-        by_person = {pid: [i for i in retain if i.id == pid] for pid in ranked}
+        by_person = {pid: rng.sample([i for i in retain if i.id == pid], sum(i.id == pid for i in retain))
+                     for pid in ranked}
         chosen_retain = []
-        for pid in ranked:  # take whole people, nearest first, until the retain side matches the forget side
-            chosen_retain += by_person[pid]
-            if len(chosen_retain) >= n_retain:
-                break
+        rounds = max(len(v) for v in by_person.values())
+        for r in range(rounds):  # round robin over people, nearest first: close people first, but many people
+            chosen_retain += [by_person[pid][r] for pid in ranked if r < len(by_person[pid])]
         chosen_retain = chosen_retain[:n_retain]
     items = [BoundaryItem(i, True) for i in chosen_forget] + [BoundaryItem(i, False) for i in chosen_retain]
     rng.shuffle(items)

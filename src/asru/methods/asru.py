@@ -62,6 +62,7 @@ class ASRUConfig:
     boundary: BoundaryConfig = field(default_factory=BoundaryConfig)
     grpo: dict = field(default_factory=dict)  # GRPOSettings fields (paper defaults when empty)
     contextual_bonus: float = 0.0  # optional reward term for contextual, non-duplicated refusals (off = paper)
+    redirect_retain_ratio: int = 1  # retain prompts in stage 1, as a multiple of the forget items
 
 
 def probe_prompts(data_dir: Path, cfg: ProbeConfig) -> list[tuple[str, bytes | None]]:
@@ -175,7 +176,7 @@ class ASRU(Method):
         steering.metadata.update(vanilla_fingerprint=model_fingerprint(ctx.model_dir),
                                  base_fingerprint=model_fingerprint(ctx.base_dir))
         steering.save(ctx.out_dir / STEERING_FILE)
-        retain = retain_prompts(ctx, len(ctx.forget_items))
+        retain = retain_prompts(ctx, cfg.redirect_retain_ratio * len(ctx.forget_items))
         stats = redirect(vanilla, processor, SteeringVector.load(ctx.out_dir / STEERING_FILE), forget, retain, cfg.redirect)
         save_model(vanilla, processor, ctx.out_dir / "stage1")
         return {"layer": layer, "steering": steering.metadata, "redirect": stats, "config": asdict(cfg.redirect)}
