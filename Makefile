@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/asru demo --out $(RUNS) --forget-split $(SPLIT)
 
 test: $(STAMP)
+	bash scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest tests
 
 clean:

@@ -19,12 +19,34 @@ FAST = {"probe": {"max_prompts": 24, "max_new_tokens": 12},
                  "gradient_checkpointing": False}}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def micro_base_refuses():
+    """The micro base model trains for seconds and rarely refuses; count its probe answers as refusals so the
+    pipeline has a refusal side (the detector itself is tested in test_refusal.py, the real figures come from
+    benchmarks/asru_tiny.py on the tiny preset)."""
+    import asru.steering.direction as direction
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(direction, "is_refusal", lambda text: True)
+        yield
+
+
 @pytest.fixture(scope="module")
 def asru_run(micro_world, micro_models, tmp_path_factory):
     base, vanilla = micro_models
     out = tmp_path_factory.mktemp("asru") / "run"
     unlearn_stage("asru", vanilla, micro_world, out, "forget_10", base=base, preset="micro", overrides=FAST)
     return out
+
+
+def test_no_refusals_on_the_probe_is_a_clear_error(micro_world, micro_models, tmp_path, monkeypatch):
+    import asru.steering.direction as direction
+
+    monkeypatch.setattr(direction, "is_refusal", lambda text: False)
+    base, vanilla = micro_models
+    with pytest.raises(UserError, match="refused none of the probe prompts"):
+        unlearn_stage("asru", vanilla, micro_world, tmp_path / "r", "forget_10", base=base, preset="micro",
+                      overrides={**FAST, "stages": [1]})
 
 
 def test_asru_writes_both_stages_and_a_loadable_model(asru_run, micro_models):

@@ -139,7 +139,7 @@ def test_tiny_model_is_a_small_real_qwen3vl(model, tok):
     assert cfg.vision_start_token_id == tok.convert_tokens_to_ids("<|vision_start|>")
     assert cfg.vision_end_token_id == tok.convert_tokens_to_ids("<|vision_end|>")
     assert cfg.text_config.vocab_size == len(tok)
-    assert cfg.text_config.rope_parameters["mrope_section"] == [6, 5, 5]
+    assert cfg.text_config.rope_parameters["mrope_section"] == [3, 3, 2]
     assert model.generation_config.eos_token_id == tok.eos_token_id
     assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
 
