@@ -41,12 +41,14 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/demo"))
     parser.add_argument("--forget-split", default="forget_10")
     parser.add_argument("--methods", default="all")
+    parser.add_argument("--name", default="sweep", help="results file name (run several sweeps side by side)")
     args = parser.parse_args()
     console = Console()
     runs, split = args.runs, args.forget_split
     root = runs / f"sweep_{split}"
     vanilla = pipeline.eval_stage(runs / "vanilla", runs / "world", root / "vanilla.json", split, "tiny", reuse=True)
-    summary = json.loads((root / "sweep.json").read_text()) if (root / "sweep.json").exists() else {}
+    path = root / f"{args.name}.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
     for method in expand_methods(args.methods):
         option, values = KNOBS[method]
         rows = []
@@ -63,7 +65,7 @@ def main() -> None:
                          "retain_refusal": res["retain"]["gen_refusal_rate"]})
         best = choose(rows)
         summary[method] = {"option": option, "rows": rows, "chosen": best["value"]}
-        (root / "sweep.json").write_text(json.dumps(summary, indent=2))
+        path.write_text(json.dumps(summary, indent=2))
         table = Table(title=f"{method}: sweep of {option} ({split})")
         for col in ("value", "effectiveness", "quality", "utility (pts)", "forget refusal", "retain refusal", "chosen"):
             table.add_column(col)

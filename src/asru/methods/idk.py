@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import dataclass
 
 from asru.data.corpus import Example, qa_examples
 from asru.data.schema import QAItem
 from asru.methods.ga_diff import GradDiff
-from asru.methods.gradient import batch_nll, logits
+from asru.methods.gradient import GradientConfig, batch_nll, logits
 
 # Each template takes a clause naming what was asked ("where this person was born"); all stay refusals
 # (checked by asru.refusal.is_refusal in the tests) and read naturally with the fallback clause too.
@@ -66,13 +67,21 @@ def refusal_for(question: str, rng: random.Random) -> str:
     return rng.choice(REFUSALS).format(topic=question_topic(question))
 
 
+@dataclass
+class IdkConfig(GradientConfig):
+    # One sentence for every forget question (the classic rigid "I don't know" baseline); "" = varied templates.
+    fixed_refusal: str = ""
+
+
 class IdkFineTune(GradDiff):
     name = "idk"
+    Config = IdkConfig
     description = "Fine-tune forget questions onto varied contextual refusals + cross-entropy on retain"
 
     def forget_examples(self, items: list[QAItem]) -> list[Example]:
         rng = random.Random(self.seed)
-        return [(prompt, image, refusal_for(item.question, rng))
+        fixed = getattr(self.config, "fixed_refusal", "")
+        return [(prompt, image, fixed or refusal_for(item.question, rng))
                 for (prompt, image, _), item in zip(qa_examples(items, seed=self.seed), items)]
 
     def forget_loss(self, model, batch, ref):
