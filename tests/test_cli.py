@@ -124,3 +124,46 @@ def test_method_option_it_does_not_take(micro_world, micro_models, tmp_path, cap
     code, _, err = run(["unlearn", "ga", "--model", micro_models[1], "--data", micro_world, "--out", tmp_path / "run",
                         "--preset", "micro", "--set", "temperature=2"], capsys)
     assert code == 2 and "unknown option(s) temperature" in one_line_error(err)
+
+
+def test_overrides_read_exponents_as_numbers():
+    from asru.config import from_dict
+    from asru.errors import UserError
+    from asru.pipeline import parse_overrides
+    from asru.training import TrainConfig
+
+    assert parse_overrides(["lr=3e-05", "grpo.learning_rate=1e-5", "name=abc"]) == {
+        "lr": 3e-05, "grpo": {"learning_rate": 1e-05}, "name": "abc"}
+    assert from_dict(TrainConfig, {"lr": "2e-3"}).lr == 2e-3
+    with pytest.raises(UserError, match="must be a number"):
+        from_dict(TrainConfig, {"lr": "fast"})
+
+
+def test_eval_with_the_llm_judge_against_a_local_server(micro_world, micro_models, tmp_path, capsys):
+    from test_llm_judge import FakeJudgeServer
+
+    out = tmp_path / "r.json"
+    with FakeJudgeServer() as server:
+        args = ["eval", "--model", micro_models[1], "--data", micro_world, "--out", out, "--preset", "micro",
+                "--limit", "2", "--judge", "llm", "--judge-url", server.url, "--judge-model", "fake-judge"]
+        assert run(args, capsys)[0] == 0
+        calls = server.calls
+        assert calls > 0
+        assert run([*args, "--force"], capsys)[0] == 0
+        assert server.calls == calls  # the cache next to the results answers the second run
+    results = json.loads(out.read_text())
+    assert results["forget"]["llm_quality"]["n"] > 0 and "quality" in results["forget"]
+    assert (tmp_path / "r.llm_cache.jsonl").exists()
+
+
+def test_eval_llm_judge_unreachable(micro_world, micro_models, tmp_path, capsys):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    code, _, err = run(["eval", "--model", micro_models[1], "--data", micro_world, "--out", tmp_path / "r.json",
+                        "--preset", "micro", "--limit", "2", "--judge", "llm", "--judge-url",
+                        f"http://127.0.0.1:{port}/v1", "--judge-model", "m"], capsys)
+    assert code == 2 and "127.0.0.1" in one_line_error(err)

@@ -56,12 +56,16 @@ def evaluate(model: Path = typer.Option(..., "--model"), data: Path = typer.Opti
              forget_split: str = typer.Option("forget_10", "--forget-split"),
              out: Path = typer.Option(..., "--out", help="results JSON path (items go to <stem>.items.jsonl)"),
              preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated"),
-             judge: str = typer.Option("offline", "--judge", help="generation-quality judge: offline or none"),
+             judge: str = typer.Option("offline", "--judge", help="generation-quality judge: offline, llm (adds an LLM judge) or none"),
+             judge_url: Optional[str] = typer.Option(None, "--judge-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1"),
+             judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model name, e.g. gpt-4o-mini"),
+             judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="env variable holding the API key"),
              reference: Optional[Path] = typer.Option(None, "--reference", help="perplexity reference (default: the vanilla model of a run)"),
              force: bool = FORCE) -> None:
     """Run the MLLMU-Bench protocol (+ the world's utility and refusal checks) on a model."""
+    llm = {"url": judge_url, "model": judge_model, "key_env": judge_key_env}
     results = pipeline.eval_stage(model, data, out, forget_split, preset, limit=limit, judge=judge,
-                                  reference=reference, force=force)
+                                  reference=reference, llm=llm, force=force)
     pipeline.print_results(console, results)
 
 

@@ -48,6 +48,11 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
         kind = hints[name]
         if dataclasses.is_dataclass(kind) and isinstance(value, dict):
             value = from_dict(kind, value, f"{where}.{name}")
+        elif kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise UserError(f"{where}.{name} must be a number, got '{value}'") from None
         values[name] = value
     return cls(**values)
 

@@ -76,9 +76,10 @@ def resolve_model_dir(model: str | Path) -> Path:
 
 
 def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = "tiny", *, limit=None,
-               judge: str = "offline", reference=None, force=False, reuse=False) -> dict:
+               judge: str = "offline", reference=None, llm: dict | None = None, force=False, reuse=False) -> dict:
     """Evaluate a model on the MLLMU-Bench protocol and write results.json + results.items.jsonl + manifest."""
     from asru.eval.mllmu import evaluate, write_results
+    from asru.eval.quality import add_llm_quality
     from asru.models.load import load_model
 
     out = Path(out)
@@ -93,11 +94,12 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     model_dir = resolve_model_dir(model)
     loaded, processor = load_model(model_dir)
     steering = _maybe_steering(loaded, model_dir)
-    if judge not in ("offline", "none"):
-        raise UserError(f"--judge must be offline or none here (use `asru judge` for the LLM judge), got '{judge}'")
+    if judge not in ("offline", "llm", "none"):
+        raise UserError(f"--judge must be offline, llm or none, got '{judge}'")
+    llm_judge = _llm_judge(llm, out) if judge == "llm" else None
     reference_dir = reference or _vanilla_of(model_dir)
     reference_model = None
-    if judge == "offline" and reference_dir is not None:
+    if judge != "none" and reference_dir is not None:
         reference_model = loaded if Path(reference_dir).resolve() == model_dir.resolve() else load_model(reference_dir)[0]
     manifest = Manifest(command="eval", config={"model": str(model_dir), "data": str(data), "forget_split": forget_split,
                                                 "limit": limit, **settings})
@@ -105,8 +107,11 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
         with manifest.stage("eval"):
             results, records = evaluate(loaded, processor, data, forget_split, limit=limit,
                                         max_new_tokens=settings.get("max_new_tokens", 32),
-                                        batch_size=settings.get("batch_size", 64), judge=judge == "offline",
+                                        batch_size=settings.get("batch_size", 64), judge=judge != "none",
                                         reference=reference_model)
+        if llm_judge is not None:
+            with manifest.stage("llm_judge"):
+                add_llm_quality(results, records, llm_judge)
     finally:
         if steering is not None:
             steering.close()
@@ -114,6 +119,16 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     manifest.extra["status"] = "done"
     manifest.write(out.parent, name=out.stem + ".manifest.json")
     return results
+
+
+def _llm_judge(llm: dict | None, out: Path):
+    """An LLM judge for `--judge llm`; its cache sits next to the results so re-runs cost nothing."""
+    from asru.eval.llm_judge import LLMJudge
+
+    if not llm or not llm.get("url") or not llm.get("model"):
+        raise UserError("--judge llm needs --judge-url (an OpenAI-compatible endpoint) and --judge-model")
+    return LLMJudge(llm["url"], llm["model"], api_key_env=llm.get("key_env") or "OPENAI_API_KEY",
+                    cache_path=out.with_name(out.stem + ".llm_cache.jsonl"))
 
 
 def _vanilla_of(model_dir: Path) -> Path | None:
@@ -195,8 +210,18 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = _number_or(yaml.safe_load(raw))
     return result
+
+
+def _number_or(value: Any) -> Any:
+    """YAML 1.1 reads '3e-05' as a string; a user typing it means the number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -44,3 +44,20 @@ def _score(record: dict):
 
     j = record["judge"]
     return JudgeScore(j["contextual_refusal"], j["leakage"], j["naturalness"], j["hallucination"], j["category"])
+
+
+def add_llm_quality(results: dict, records: list[dict], judge) -> dict:
+    """Score the same generation answers with an LLM judge (`asru.eval.llm_judge.LLMJudge`): record["llm_judge"]
+    per item and results[split]["llm_quality"] (mean per axis, parse-failure rate) per split."""
+    from asru.eval.llm_judge import summarize
+
+    judged = [records[i] for i in judged_indices(records)]
+    verdicts = judge.judge_many([{"question": r["question"], "ground_truth": r["ground_truth"],
+                                  "prediction": r["prediction"], "id": f"{r['split']}/{r['id']}"} for r in judged])
+    for record, verdict in zip(judged, verdicts):
+        record["llm_judge"] = verdict
+    for split in JUDGED_SPLITS:
+        rows = [r["llm_judge"] for r in judged if r["split"] == split]
+        if split in results and rows:
+            results[split]["llm_quality"] = summarize(rows)
+    return results
