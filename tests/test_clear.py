@@ -365,3 +365,17 @@ def test_options_as_json_text_are_accepted_and_other_text_rejected(tmp_path):
     write(tmp_path / "real_faces.parquet", {"image": image, "answer": pa.array(["A"]), "options": pa.array(["B or C"])})
     with pytest.raises(UserError, match="row 0 column 'options' must be a list of strings"):
         load_clear_qa(tmp_path, "real_faces")
+
+
+def test_world_exports_to_clear_and_the_protocol_runs_end_to_end(micro_world, micro_models, tmp_path):
+    import math
+
+    from asru.pipeline import clear_eval_stage, export_clear_stage
+
+    counts = export_clear_stage(micro_world, tmp_path / "clear")
+    assert counts["full"] == 20 and counts["forget05"] == 2 and counts["real_faces"] == 4
+    first = clear_eval_stage(micro_models[1], tmp_path / "clear", tmp_path / "van.json", "forget05", max_items=3)
+    assert first["forget_truth_ratios"]
+    again = clear_eval_stage(micro_models[1], tmp_path / "clear", tmp_path / "again.json", "forget05",
+                             reference=tmp_path / "van.json", max_items=3)
+    assert again["forget_quality"] is not None and math.isclose(again["forget_quality"], 1.0)  # same model

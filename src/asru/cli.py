@@ -133,6 +133,27 @@ def report(results: list[Path] = typer.Argument(..., help="results JSON files (l
     console.print(f"[green]report[/green] {md}  {html}")
 
 
+@app.command("export-clear")
+def export_clear(world: Path = typer.Option(..., "--world"), out: Path = typer.Option(..., "--out"),
+                 force: bool = FORCE) -> None:
+    """Write the embedded world in the CLEAR layout (so the CLEAR protocol runs offline)."""
+    counts = pipeline.export_clear_stage(world, out, force=force)
+    console.print(f"[green]CLEAR layout[/green] written to [bold]{out}[/bold]: {counts}")
+
+
+@app.command("eval-clear")
+def eval_clear(model: Path = typer.Option(..., "--model"), data: Path = typer.Option(..., "--data", help="CLEAR directory"),
+               forget_config: str = typer.Option("forget05", "--forget-config", help="forget01, forget05 or forget10"),
+               out: Path = typer.Option(..., "--out"),
+               reference: Optional[Path] = typer.Option(None, "--reference", help="eval-clear results of a retain-only model (Forget Quality)"),
+               max_items: Optional[int] = typer.Option(None, "--max-items"), force: bool = FORCE) -> None:
+    """Run the CLEAR protocol (name MC, caption ROUGE-L, truth ratios, Forget Quality, Model Utility)."""
+    results = pipeline.clear_eval_stage(model, data, out, forget_config, reference=reference, max_items=max_items,
+                                        force=force)
+    shown = {k: v for k, v in results.items() if isinstance(v, (int, float)) or v is None}
+    console.print(shown)
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out"), forget_split: str = typer.Option("forget_10", "--forget-split"),
          preset: str = PRESET, seed: int = typer.Option(0, "--seed"),

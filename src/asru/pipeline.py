@@ -277,3 +277,43 @@ def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forge
     manifest.extra.update(status="done", result=result)
     manifest.write(out)
     return out, True
+
+
+def export_clear_stage(world, out, force: bool = False) -> dict:
+    """The world in the CLEAR layout (see asru.data.world.clear_export)."""
+    from asru.data.world.clear_export import export_clear
+
+    world = require_world(world)
+    out = fresh_output_dir(out, force=force)
+    return export_clear(world, out)
+
+
+def clear_eval_stage(model, data, out, forget_config: str = "forget05", *, reference=None, max_items=None,
+                     force: bool = False) -> dict:
+    """The CLEAR protocol on a model; `reference` = results JSON of a retain-only model (for Forget Quality)."""
+    from asru.eval.clear import run_clear_protocol
+    from asru.models.load import load_model
+
+    out = Path(out)
+    if out.suffix != ".json":
+        raise UserError(f"--out must be a .json path for the results, got {out}")
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    ratios = None
+    if reference is not None:
+        ref = json.loads(Path(reference).read_text()) if Path(reference).exists() else None
+        if not ref or "forget_truth_ratios" not in ref:
+            raise UserError(f"--reference {reference} is not a CLEAR results file with forget_truth_ratios; "
+                            "evaluate the retain-only model with `asru eval-clear` first")
+        ratios = ref["forget_truth_ratios"]
+    model_dir = resolve_model_dir(model)
+    loaded, processor = load_model(model_dir)
+    manifest = Manifest(command="eval-clear", config={"model": str(model_dir), "data": str(data),
+                                                      "forget_config": forget_config, "max_items": max_items})
+    with manifest.stage("eval-clear"):
+        results = run_clear_protocol(loaded, processor, data, forget_config, ratios, max_items=max_items)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    manifest.extra["status"] = "done"
+    manifest.write(out.parent, name=out.stem + ".manifest.json")
+    return results
