@@ -167,3 +167,15 @@ def test_eval_llm_judge_unreachable(micro_world, micro_models, tmp_path, capsys)
                         "--preset", "micro", "--limit", "2", "--judge", "llm", "--judge-url",
                         f"http://127.0.0.1:{port}/v1", "--judge-model", "m"], capsys)
     assert code == 2 and "127.0.0.1" in one_line_error(err)
+
+
+def test_demo_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", out, "--preset", "micro", "--compare", "ga_diff"]
+    assert run(args, capsys)[0] == 0
+    report = out / "compare_forget_10" / "report" / "report.html"
+    assert report.exists() and (out / "eval" / "vanilla.json").exists()
+    stamps = {p: p.stat().st_mtime for p in (out / "base" / "manifest.json", out / "vanilla" / "manifest.json")}
+    assert run(args, capsys)[0] == 0
+    for path, stamp in stamps.items():  # base and vanilla were reused, not retrained
+        assert path.stat().st_mtime == stamp
