@@ -1,0 +1,56 @@
+"""`asru compare` bookkeeping: one compare directory per (world, vanilla, split), and the paper-style figures."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from asru.compare import bind, effectiveness, expand_methods, generation_quality, relative_claims
+from asru.errors import UserError
+
+
+def test_a_compare_dir_refuses_another_world(micro_world, micro_models, tmp_path):
+    other = tmp_path / "other_world"
+    shutil.copytree(micro_world, other)
+    from asru.data.world.build import build_world
+
+    build_world(other, "micro", seed=5)  # same layout, different people
+    bind(tmp_path / "cmp", micro_world, micro_models[1], "forget_10", "micro")
+    bind(tmp_path / "cmp", micro_world, micro_models[1], "forget_10", "micro")  # same origin: fine
+    with pytest.raises(UserError, match="another world"):
+        bind(tmp_path / "cmp", other, micro_models[1], "forget_10", "micro")
+    with pytest.raises(UserError, match="another vanilla"):
+        bind(tmp_path / "cmp", micro_world, micro_models[0], "forget_10", "micro")
+
+
+def test_unknown_method_in_the_list():
+    assert "asru" in expand_methods("all") and expand_methods("npo,ga") == ["npo", "ga"]
+    with pytest.raises(UserError, match="known methods"):
+        expand_methods("npo,magic")
+
+
+def _results(forget_mc, forget_gen, cr, leak, nat, retain_gen):
+    split = lambda mc, gen: {"mc_image_acc": mc, "mc_text_acc": mc, "gen_contains": gen, "cloze_acc": gen}  # noqa: E731
+    return {"forget": {**split(forget_mc, forget_gen), "quality": {"mean_contextual_refusal": cr, "mean_leakage": leak,
+                                                                   "mean_naturalness": nat}},
+            "test": split(forget_mc, forget_gen), "retain": split(0.9, retain_gen), "celebrity": split(0.9, 0.9),
+            "general_vqa_acc": 0.8}
+
+
+def test_relative_claims_follow_their_definitions():
+    class Run:
+        def __init__(self, label, results):
+            self.label, self.results = label, results
+
+    vanilla = _results(1.0, 1.0, 0, 0, 5, 0.9)
+    runs = [Run("vanilla", vanilla), Run("asru", _results(0.5, 0.0, 5, 5, 5, 0.9)),
+            Run("ga", _results(0.75, 0.5, 1, 2, 1, 0.9))]
+    claims = relative_claims(runs)
+    assert effectiveness(runs[1].results, vanilla) == pytest.approx((4 * 0.5 + 3 * 1.0) / 7)  # 4 MC, 3 answer metrics
+    assert generation_quality(runs[1].results) == pytest.approx(1.0)
+    ours, theirs = claims["per_method"]["asru"], claims["per_method"]["ga"]
+    assert claims["asru_vs"]["ga"]["generation_quality_ratio"] == pytest.approx(ours["generation_quality"] / theirs["generation_quality"])
+    assert claims["asru_vs"]["ga"]["effectiveness_gain_pct"] == pytest.approx(
+        100 * (ours["effectiveness"] - theirs["effectiveness"]) / theirs["effectiveness"])
+    assert ours["utility_change_points"] == pytest.approx(0.0)
