@@ -35,10 +35,10 @@ def run_stage(out: str | Path, command: str, config: dict[str, Any], work: Calla
 
 
 def world_stage(out, preset: str = "tiny", seed: int = 0, force=False, reuse=False):
-    from asru.data.world.build import build_world, preset as check_preset
+    from asru.data.world.build import WORLD_FORMAT, build_world, preset as check_preset
 
     check_preset(preset)
-    config = {"preset": preset, "seed": seed}
+    config = {"preset": preset, "seed": seed, "format": WORLD_FORMAT}
     return run_stage(out, "world", config, lambda o, m: build_world(o, preset, seed)["counts"], force, reuse, seed)
 
 

@@ -16,6 +16,7 @@ from asru.errors import UserError
 
 FORGET_SPLITS = {"forget_5": ("retain_95", 0.05), "forget_10": ("retain_90", 0.10), "forget_15": ("retain_85", 0.15)}
 PART = "train-00000-of-00001.parquet"
+WORLD_FORMAT = 2  # bump when the generator's output changes, so stale worlds are rebuilt rather than reused
 TEST_VIEW_STRENGTH = 1.6  # Test_Set views vary position/scale/light/noise 1.6x more than training views
 LOOKUP_ITEMS = 3000  # "Which option says X?" items in the base corpus: the general skill behind answering MC
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
