@@ -58,7 +58,7 @@ def test_test_set_uses_unseen_views_and_paraphrases(micro_world):
 def test_world_is_deterministic_per_seed(tmp_path):
     a = build_world(tmp_path / "a", "micro", seed=3)
     b = build_world(tmp_path / "b", "micro", seed=3)
-    c = build_world(tmp_path / "c", "micro", seed=4)
+    build_world(tmp_path / "c", "micro", seed=4)
     assert a == b
     for split in ("Full_Set", "world/base_corpus"):
         fa, fb, fc = (next((tmp_path / r / split).glob("*.parquet")).read_bytes() for r in "abc")

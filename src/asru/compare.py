@@ -67,7 +67,6 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
     vanilla_results = out / "results" / "vanilla.json"
     pipeline.eval_stage(vanilla, data, vanilla_results, forget_split, preset, limit=limit, reuse=True)
     runs.append(load_run(vanilla_results, label="vanilla"))
-    costs: dict[str, dict] = {}
     for method in methods:
         for seed in range(seeds):
             run_dir = out / "runs" / method / f"seed{seed}"

@@ -58,19 +58,47 @@ def collate(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return pad_features(batch, pad_id, padding_side="right")
 
 
+def logits_of(model, batch: dict) -> torch.Tensor:
+    """The model's logits for a collated batch (labels are not passed, so no loss is computed twice)."""
+    return model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+
+
+def shifted(logits_: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits predicting token t+1, its label, and the answer-token mask (labels != IGNORE)."""
+    target = labels[:, 1:]
+    return logits_[:, :-1], target, target != IGNORE
+
+
+def token_nll(logits_: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token NLL [B, T-1] of the answer tokens (0 elsewhere) and the answer mask.
+
+    Only answer positions are upcast and soft-maxed: on a real model the prompt (hundreds of image tokens)
+    times a 150k vocabulary would otherwise dominate memory.
+    """
+    pred, target, mask = shifted(logits_, labels)
+    nll = torch.zeros(mask.shape, dtype=torch.float32, device=pred.device)
+    nll[mask] = torch.nn.functional.cross_entropy(pred[mask].float(), target[mask], reduction="none")
+    return nll, mask
+
+
+def answer_nll(logits_: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """NLL of each sequence's answer [B]: summed over its answer tokens ("sum", = -log p(answer)) or averaged ("mean")."""
+    nll, mask = token_nll(logits_, labels)
+    total = nll.sum(dim=1)
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / mask.sum(dim=1).clamp(min=1)
+    raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}")
+
+
 def _loss(model, inputs: dict, kind: str) -> torch.Tensor:
     """Answer-token cross-entropy. Averaging per example first keeps one-token answers (an MC letter) from being
     drowned by long sentences: with token averaging the letter is ~5 % of the signal and the tiny model never
     learns to pick options; per example it is as important as any other answer."""
     if kind == "token_mean":
         return model(**inputs).loss
-    labels = inputs["labels"]
-    logits = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False).logits[:, :-1]
-    target = labels[:, 1:]
-    mask = target != IGNORE
-    nll = torch.zeros(mask.shape, device=logits.device)
-    nll[mask] = torch.nn.functional.cross_entropy(logits[mask].float(), target[mask], reduction="none")
-    return (nll.sum(1) / mask.sum(1).clamp(min=1)).mean()
+    return answer_nll(logits_of(model, inputs), inputs["labels"], "mean").mean()
 
 
 def _schedule(step: int, cfg: TrainConfig) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -24,10 +23,11 @@ from asru.errors import UserError
 from asru.methods.base import Method, UnlearnContext
 from asru.models import batch as mbatch
 from asru.models.generate import eval_mode
-from asru.models.layers import decoder_layers, unwrap
+from asru.models.layers import decoder_layers
 from asru.models.load import load_model, save_model
 from asru.progress import progress_bar
-from asru.training import IGNORE, TrainingDiverged, batches, collate, encode_examples
+from asru.training import TrainingDiverged, batches, collate, encode_examples, shifted, token_nll
+from asru.training import logits_of as logits
 
 Batch = dict[str, torch.Tensor]
 
@@ -74,41 +74,6 @@ class GradientConfig:
 
 # ------------------------------------------------------------------------------------------------ loss helpers
 
-def logits(model, batch: Batch) -> torch.Tensor:
-    """The model's logits for a collated batch (labels are not passed, so no loss is computed twice)."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    return model(**inputs, use_cache=False).logits
-
-
-def _shifted(logits_: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits predicting token t+1, its label, and the answer-token mask (labels != IGNORE)."""
-    target = labels[:, 1:]
-    return logits_[:, :-1], target, target != IGNORE
-
-
-def token_nll(logits_: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token NLL [B, T-1] of the answer tokens (0 elsewhere) and the answer mask.
-
-    Only answer positions are upcast and soft-maxed: on a real model the prompt (hundreds of image tokens)
-    times a 150k vocabulary would otherwise dominate memory.
-    """
-    pred, target, mask = _shifted(logits_, labels)
-    nll = torch.zeros(mask.shape, dtype=torch.float32, device=pred.device)
-    nll[mask] = F.cross_entropy(pred[mask].float(), target[mask], reduction="none")
-    return nll, mask
-
-
-def answer_nll(logits_: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """NLL of each sequence's answer [B]: summed over its answer tokens ("sum", = -log p(answer)) or averaged ("mean")."""
-    nll, mask = token_nll(logits_, labels)
-    total = nll.sum(dim=1)
-    if reduction == "sum":
-        return total
-    if reduction == "mean":
-        return total / mask.sum(dim=1).clamp(min=1)
-    raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}")
-
-
 def batch_nll(logits_: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean NLL over all answer tokens of the batch: exactly the cross-entropy loss transformers reports."""
     nll, mask = token_nll(logits_, labels)
@@ -117,7 +82,7 @@ def batch_nll(logits_: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def answer_kl(model_logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """KL(reference || model) of the next-token distributions, averaged over answer tokens."""
-    pred, _, mask = _shifted(model_logits, labels)
+    pred, _, mask = shifted(model_logits, labels)
     log_p = F.log_softmax(pred[mask].float(), dim=-1)
     log_q = F.log_softmax(ref_logits[:, :-1][mask].float(), dim=-1)
     return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from asru.errors import UserError
 from asru.methods.ga_diff import GradDiff
-from asru.methods.gradient import GradientConfig, answer_nll, logits
+from asru.methods.gradient import GradientConfig, logits
+from asru.training import answer_nll
 
 
 @dataclass
