@@ -67,6 +67,14 @@ def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=Fal
     return run_stage(out, "vanilla", config, lambda o, m: build_vanilla(base, world, o, cfg), force, reuse, cfg.train.seed)
 
 
+def check_results_path(out: Path, force: bool) -> None:
+    """Results go to a .json path that is new, or replaced only with --force."""
+    if out.suffix != ".json":
+        raise UserError(f"--out must be a .json path for the results, got {out}")
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+
+
 def resolve_model_dir(model: str | Path) -> Path:
     """Accept a model directory or a run directory holding `model/` (what `asru unlearn` writes)."""
     path = Path(model)
@@ -83,12 +91,9 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     from asru.models.load import load_model
 
     out = Path(out)
-    if out.suffix != ".json":
-        raise UserError(f"--out must be a .json path for the results, got {out}")
-    if reuse and out.exists():
+    if reuse and out.exists() and out.suffix == ".json":
         return json.loads(out.read_text())
-    if out.exists() and not force:
-        raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    check_results_path(out, force)
     data = require_world(data)
     settings = load_preset(preset).get("eval", {})
     model_dir = resolve_model_dir(model)
@@ -295,10 +300,7 @@ def clear_eval_stage(model, data, out, forget_config: str = "forget05", *, refer
     from asru.models.load import load_model
 
     out = Path(out)
-    if out.suffix != ".json":
-        raise UserError(f"--out must be a .json path for the results, got {out}")
-    if out.exists() and not force:
-        raise UserError(f"{out} already exists; pass --force to overwrite it or choose another --out")
+    check_results_path(out, force)
     ratios = None
     if reference is not None:
         ref = json.loads(Path(reference).read_text()) if Path(reference).exists() else None

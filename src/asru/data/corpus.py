@@ -6,20 +6,10 @@ import json
 import random
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from asru.data.mllmu import read_split
 from asru.data.prompts import cloze_prompt, gen_prompt, mc_prompt
-from asru.errors import UserError
 
 Example = tuple[str, bytes | None, str]  # (user text, image bytes or None, target answer)
-
-
-def _rows(data_dir: Path, name: str) -> list[dict]:
-    files = sorted((data_dir / name).glob("*.parquet"))
-    if not files:
-        raise UserError(f"{data_dir} has no '{name}' table (expected {data_dir / name}/*.parquet); "
-                        "is this a world written by `asru world`?")
-    return [row for f in files for row in pq.read_table(f).to_pylist()]
 
 
 def _image(row: dict) -> bytes | None:
@@ -55,13 +45,13 @@ def corpus_examples(rows: list[dict], seed: int = 0) -> list[Example]:
 
 def base_examples(data_dir: str | Path, seed: int = 0) -> list[Example]:
     """Pretraining corpus of the world: celebrities, refusals on strangers and privacy questions, visual QA."""
-    return corpus_examples(_rows(Path(data_dir), "world/base_corpus"), seed)
+    return corpus_examples(read_split(data_dir, "world/base_corpus"), seed)
 
 
 def practice_examples(data_dir: str | Path, seed: int = 0) -> list[Example]:
     """World-only answer-format practice (MC, cloze) on the fictitious profiles; absent for real benchmarks."""
     path = Path(data_dir) / "world/profile_practice"
-    return corpus_examples(_rows(Path(data_dir), "world/profile_practice"), seed) if path.exists() else []
+    return corpus_examples(read_split(data_dir, "world/profile_practice"), seed) if path.exists() else []
 
 
 def qa_examples(items, seed: int = 0) -> list[Example]:
