@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 
-from asru.compare import bind, effectiveness, expand_methods, generation_quality, relative_claims
+from asru.compare import (
+    bind,
+    effectiveness,
+    expand_methods,
+    generation_quality,
+    relative_claims,
+)
 from asru.errors import UserError
 
 
@@ -31,7 +38,7 @@ def test_unknown_method_in_the_list():
 
 
 def _results(forget_mc, forget_gen, cr, leak, nat, retain_gen):
-    split = lambda mc, gen: {"mc_image_acc": mc, "mc_text_acc": mc, "gen_contains": gen, "cloze_acc": gen}  # noqa: E731
+    split = lambda mc, gen: {"mc_image_acc": mc, "mc_text_acc": mc, "gen_contains": gen, "cloze_acc": gen}
     return {"forget": {**split(forget_mc, forget_gen), "quality": {"mean_contextual_refusal": cr, "mean_leakage": leak,
                                                                    "mean_naturalness": nat}},
             "test": split(forget_mc, forget_gen), "retain": split(0.9, retain_gen), "celebrity": split(0.9, 0.9),
@@ -54,3 +61,24 @@ def test_relative_claims_follow_their_definitions():
     assert claims["asru_vs"]["ga"]["effectiveness_gain_pct"] == pytest.approx(
         100 * (ours["effectiveness"] - theirs["effectiveness"]) / theirs["effectiveness"])
     assert ours["utility_change_points"] == pytest.approx(0.0)
+
+
+def test_compare_reuses_the_demo_evaluation_of_the_vanilla_model(micro_world, micro_models, tmp_path, monkeypatch):
+    """`asru demo --compare` must not evaluate the vanilla model twice: the demo's results are copied."""
+    from rich.console import Console
+
+    from asru import pipeline
+    from asru.compare import run_compare
+    from asru.eval import mllmu
+
+    first = pipeline.eval_stage(micro_models[1], micro_world, tmp_path / "eval" / "vanilla.json", "forget_10", "micro")
+
+    def no_second_evaluation(*args, **kwargs):
+        raise AssertionError("the vanilla model was evaluated again")
+
+    monkeypatch.setattr(mllmu, "evaluate", no_second_evaluation)
+    run_compare(Console(quiet=True), micro_world, micro_models[1], None, tmp_path / "cmp", "forget_10", [], 1, "micro",
+                vanilla_results=tmp_path / "eval" / "vanilla.json")
+    copied = tmp_path / "cmp" / "results"
+    assert json.loads((copied / "vanilla.json").read_text()) == first
+    assert (copied / "vanilla.items.jsonl").read_text() == (tmp_path / "eval" / "vanilla.items.jsonl").read_text()

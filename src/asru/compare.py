@@ -8,6 +8,7 @@ model (`compare.json`); mixing runs of different origins would make the table me
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 from typing import Sequence
@@ -57,16 +58,22 @@ def expand_methods(spec: str) -> list[str]:
 
 
 def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path, forget_split: str,
-                methods: Sequence[str], seeds: int, preset: str, limit: int | None = None) -> dict:
-    """Unlearn + evaluate every (method, seed), evaluate the vanilla model, write the report."""
+                methods: Sequence[str], seeds: int, preset: str, limit: int | None = None,
+                vanilla_results: Path | None = None) -> dict:
+    """Unlearn + evaluate every (method, seed), evaluate the vanilla model, write the report.
+
+    `vanilla_results`: an evaluation of the same vanilla model with the same settings (the demo's), copied
+    instead of evaluating the vanilla model a second time."""
     from asru.eval.report import load_run, write_report
 
     out = Path(out)
     bind(out, data, vanilla, forget_split, preset)
     runs = []
-    vanilla_results = out / "results" / "vanilla.json"
-    pipeline.eval_stage(vanilla, data, vanilla_results, forget_split, preset, limit=limit, reuse=True)
-    runs.append(load_run(vanilla_results, label="vanilla"))
+    own_vanilla = out / "results" / "vanilla.json"
+    if vanilla_results is not None and limit is None and not own_vanilla.exists():
+        _copy_results(Path(vanilla_results), own_vanilla)
+    pipeline.eval_stage(vanilla, data, own_vanilla, forget_split, preset, limit=limit, reuse=True)
+    runs.append(load_run(own_vanilla, label="vanilla"))
     for method in methods:
         for seed in range(seeds):
             run_dir = out / "runs" / method / f"seed{seed}"
@@ -83,6 +90,15 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
     md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})",
                             notes_md=claims_markdown(claims))
     return {"report_md": str(md), "report_html": str(html), "claims": claims}
+
+
+def _copy_results(source: Path, target: Path) -> None:
+    """results.json with its items JSONL and manifest (the files `eval_stage` writes), if all are there."""
+    files = [source, source.with_suffix(".items.jsonl"), source.parent / (source.stem + ".manifest.json")]
+    if all(f.exists() for f in files):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copyfile(f, target.parent / f.name.replace(source.stem, target.stem, 1))
 
 
 def _get(results: dict, path: str) -> float | None:

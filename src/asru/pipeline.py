@@ -197,7 +197,7 @@ def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", se
         from asru.compare import run_compare
 
         summary = run_compare(console, world, vanilla, base, out / f"compare_{forget_split}", forget_split,
-                              list(compare_methods), 1, preset)
+                              list(compare_methods), 1, preset, vanilla_results=out / "eval" / "vanilla.json")
         console.print(f"[green]comparison report[/green] {summary['report_html']} (and report.md beside it)")
     return results
 
