@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from asru.errors import UserError
-from asru.models.batch import IGNORE_INDEX, collate, encode_example, encode_prompts
+from asru.models.batch import IGNORE_INDEX, encode_batch, encode_example, encode_prompts
 from asru.models.chat import build_prompt, to_pil
 from asru.models.generate import generate
 from asru.models.layers import check_layer, decoder_layers, hidden_size, layer_mlp
@@ -260,9 +260,9 @@ def test_no_decoder_layers_is_a_user_error():
 # --- collation and training ---------------------------------------------------------------------------------
 
 
-def test_collate_masks_everything_but_answer_and_end(proc, tok):
+def test_encode_batch_masks_everything_but_answer_and_end(proc, tok):
     examples = [("Who is this?", png(0), "Alice Smith"), ("Where was Bob born?", None, "Lima"), ("Q?", png(1, 100), "A")]
-    batch = collate(proc, examples)
+    batch = encode_batch(proc, examples)
     assert set(batch) == {"input_ids", "attention_mask", "labels", "mm_token_type_ids", "pixel_values", "image_grid_thw"}
     assert batch["image_grid_thw"].shape == (2, 3) and batch["pixel_values"].shape[0] == 32
     image_id = tok.convert_tokens_to_ids("<|image_pad|>")
@@ -277,15 +277,15 @@ def test_collate_masks_everything_but_answer_and_end(proc, tok):
         assert kept.nonzero().max() == n - 1  # the closing token is the last real token
 
 
-def test_collate_text_only_batch_has_no_image_inputs(proc):
-    batch = collate(proc, [("Hi?", None, "Hello"), ("Where?", None, "Lima")], padding_side="left")
+def test_encode_batch_text_only_batch_has_no_image_inputs(proc):
+    batch = encode_batch(proc, [("Hi?", None, "Hello"), ("Where?", None, "Lima")], padding_side="left")
     assert "pixel_values" not in batch and "image_grid_thw" not in batch
     assert batch["attention_mask"][:, -1].all()
 
 
 def test_forward_backward_per_architecture(arch):
     model, processor, image = arch
-    batch = collate(processor, [("Who is this?", image, "Alice Smith"), ("Where was Bob born?", None, "Lima")])
+    batch = encode_batch(processor, [("Who is this?", image, "Alice Smith"), ("Where was Bob born?", None, "Lima")])
     model.train()
     model.zero_grad()
     loss = model(**batch).loss
@@ -302,7 +302,7 @@ def test_short_training_teaches_answers_and_stopping(tok):
     examples = [("Who is this?", png(0), "Alice Smith"), ("Who is this?", png(1), "Bob Jones"),
                 ("Where was Alice born?", None, "Paris")]
     model, processor = build_tiny_model(tok, seed=1), build_processor(tok)
-    batch = collate(processor, examples)
+    batch = encode_batch(processor, examples)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(30):
@@ -350,7 +350,7 @@ def test_answer_logprobs_match_training_loss(model, proc):
     items = [("Who is this?", png(0), "Alice Smith"), ("Where was Bob born?", None, "Lima"), ("Q?", png(1), "A b c")]
     scores = answer_logprobs(model, proc, items, batch_size=2)
     for item, score in zip(items, scores):
-        batch = collate(proc, [item])
+        batch = encode_batch(proc, [item])
         with torch.no_grad():
             loss = model(**batch).loss
         assert score.n_tokens == int((batch["labels"] != IGNORE_INDEX).sum())

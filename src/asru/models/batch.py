@@ -105,7 +105,7 @@ def pad_token_id(processor) -> int:
     return pid
 
 
-def collate(processor, examples: Sequence[tuple[str, ImageInput, str]], padding_side: str = "right") -> dict:
+def encode_batch(processor, examples: Sequence[tuple[str, ImageInput, str]], padding_side: str = "right") -> dict:
     """A training batch for `model(**batch)`: input_ids, attention_mask, labels (+ image inputs when present)."""
     features = [encode_example(processor, q, img, a) for q, img, a in examples]
     return pad_features(features, pad_token_id(processor), padding_side)
