@@ -118,6 +118,11 @@ NON_REFUSALS = [
     "",
     "   ",
     "born in in in Lima baker hobby",
+    # collapsed repetitions of a refusal are degenerate output, not a refusal (and must not earn the reward)
+    "sorry sorry sorry",
+    "Sorry, sorry, sorry, sorry, sorry.",
+    "I don't know I don't know I don't know",
+    "I cannot cannot cannot cannot",
 ]
 
 
@@ -152,3 +157,11 @@ def test_normalisation_expands_contractions_and_apostrophes():
 def test_phrase_key_merges_surface_variants():
     assert refusal_phrase_key("I don\u2019t know.") == refusal_phrase_key("  i don't   KNOW ") == "i dont know"
     assert refusal_phrase_key("Sorry, I can't!") == "sorry i cant"
+
+
+def test_collapsed_refusals_earn_no_refusal_reward():
+    from asru.rl.rewards import asru_reward_one
+
+    polite = "I'm sorry, I don't recognise this person, so I can't say where she was born."
+    assert asru_reward_one(polite, "Cairo", is_forget=True) == 1.0
+    assert asru_reward_one("sorry sorry sorry sorry", "Cairo", is_forget=True) == 0.1
