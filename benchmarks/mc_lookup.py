@@ -7,6 +7,9 @@ Answering an MLLMU-Bench MC item needs "find the option that says X, output the 
 nothing but that skill — "Which option says engineer?  A: violinist  B: carpenter  C: Hanoi  D: engineer" ->
 "D", every value a single token of the world's vocabulary — and prints held-out accuracy every `--every`
 steps, next to a control task of the same shape that copies option A's value (learnt in < 250 steps).
+`--echo 0.5` replaces half of the training items with dense binding practice ("Repeat the options, each
+followed by its letter" -> "A: violinist A\nB: carpenter B ..."): every answer line teaches carrying an
+option's letter forward to its value, the half of the lookup circuit that one-letter answers barely train.
 If lookup stays at chance for the steps base + vanilla can afford on 2 cores, MC accuracy of the tiny world
 measures nothing and the unlearning comparison must lean on generation, cloze and refusal metrics.
 """
@@ -55,6 +58,19 @@ def lookup_items(n: int, task: str, seed: int) -> list[tuple[str, str]]:
     return items
 
 
+def echo_items(n: int, seed: int) -> list[tuple[str, str]]:
+    """Binding practice: the options block, answered line by line with the letter repeated after the value."""
+    words = list(dict.fromkeys(P.CITIES + P.OCCUPATIONS + P.HOBBIES))
+    rng = random.Random(seed)
+    items = []
+    for _ in range(n):
+        options = dict(zip("ABCD", rng.sample(words, 4)))
+        block = "\n".join(f"{k}: {v}" for k, v in options.items())
+        items.append((f"Repeat the options, each followed by its letter.\n{block}",
+                      "\n".join(f"{k}: {v} {k}" for k, v in options.items())))
+    return items
+
+
 def encode(tokenizer, prompt: str, answer: str) -> dict:
     """Chat-templated prompt + answer, loss on the answer's first token and the turn end (text only)."""
     text = f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
@@ -76,7 +92,10 @@ def run(args, task: str) -> list[tuple[int, float, float]]:
     tokenizer = AutoProcessor.from_pretrained(args.tokenizer).tokenizer
     torch.manual_seed(args.seed)
     model = make_model(args.arch, tokenizer, args.layers, args.hidden, args.heads)
-    train = [encode(tokenizer, p, a) for p, a in lookup_items(20_000, task, args.seed)]
+    n_echo = int(20_000 * args.echo) if task == "lookup" else 0
+    pairs = lookup_items(20_000 - n_echo, task, args.seed) + echo_items(n_echo, args.seed + 2)
+    random.Random(args.seed).shuffle(pairs)
+    train = [encode(tokenizer, p, a) for p, a in pairs]
     held_out = T.collate([encode(tokenizer, p, a) for p, a in lookup_items(400, task, args.seed + 1)],
                          tokenizer.pad_token_id)
     cfg = T.TrainConfig(steps=args.steps, batch_size=32, lr=args.lr, warmup_steps=100)
@@ -112,6 +131,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--echo", type=float, default=0.0, help="share of training items that are binding practice")
     parser.add_argument("--skip-control", action="store_true")
     args = parser.parse_args()
     control = [] if args.skip_control else run(argparse.Namespace(**{**vars(args), "steps": min(args.steps, 500)}), "copy_a")
