@@ -61,6 +61,26 @@ def test_relative_claims_follow_their_definitions():
     assert claims["asru_vs"]["ga"]["effectiveness_gain_pct"] == pytest.approx(
         100 * (ours["effectiveness"] - theirs["effectiveness"]) / theirs["effectiveness"])
     assert ours["utility_change_points"] == pytest.approx(0.0)
+    assert ours["seeds"] == 1 and ours["std"]["effectiveness"] is None
+
+
+def test_claims_average_seeds_and_report_their_spread():
+    from asru.compare import claims_markdown
+
+    class Run:
+        def __init__(self, label, results):
+            self.label, self.results = label, results
+
+    vanilla = _results(1.0, 1.0, 0, 0, 5, 0.9)
+    runs = [Run("vanilla", vanilla), Run("asru", _results(0.5, 0.0, 5, 5, 5, 0.9)),
+            Run("asru", _results(0.7, 0.0, 5, 5, 5, 0.9)), Run("ga", _results(0.75, 0.5, 1, 2, 1, 0.9))]
+    claims = relative_claims(runs)
+    asru = claims["per_method"]["asru"]
+    one, two = effectiveness(runs[1].results, vanilla), effectiveness(runs[2].results, vanilla)
+    assert asru["seeds"] == 2 and asru["effectiveness"] == pytest.approx((one + two) / 2)
+    assert asru["std"]["effectiveness"] == pytest.approx(abs(one - two) / 2 ** 0.5)
+    assert asru["std"]["generation_quality"] == pytest.approx(0.0)
+    assert f"| asru | 2 | {asru['effectiveness']:.3f} ± {asru['std']['effectiveness']:.3f}" in claims_markdown(claims)
 
 
 def test_compare_reuses_the_demo_evaluation_of_the_vanilla_model(micro_world, micro_models, tmp_path, monkeypatch):

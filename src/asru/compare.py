@@ -136,15 +136,22 @@ def utility_change(results: dict, vanilla: dict) -> float:
     return statistics.mean(deltas) if deltas else 0.0
 
 
+CLAIM_KEYS = ("effectiveness", "generation_quality", "utility_change_points")
+
+
 def relative_claims(runs) -> dict:
     """ASRU against each baseline, in the paper's terms (+% effectiveness, x generation quality, utility points)."""
     vanilla = next(r.results for r in runs if r.label == "vanilla")
     per_method: dict[str, dict] = {}
     for label in dict.fromkeys(r.label for r in runs if r.label != "vanilla"):
         rs = [r.results for r in runs if r.label == label]
-        per_method[label] = {"effectiveness": statistics.mean(effectiveness(r, vanilla) for r in rs),
-                             "generation_quality": statistics.mean(generation_quality(r) for r in rs),
-                             "utility_change_points": statistics.mean(utility_change(r, vanilla) for r in rs)}
+        values = {"effectiveness": [effectiveness(r, vanilla) for r in rs],
+                  "generation_quality": [generation_quality(r) for r in rs],
+                  "utility_change_points": [utility_change(r, vanilla) for r in rs]}
+        per_method[label] = {key: statistics.mean(v) for key, v in values.items()}
+        per_method[label]["seeds"] = len(rs)
+        # spread over seeds: a gain smaller than it is not a finding
+        per_method[label]["std"] = {key: statistics.stdev(v) if len(v) > 1 else None for key, v in values.items()}
     claims: dict = {"per_method": per_method, "definitions": {
         "effectiveness": "mean drop from vanilla over " + ", ".join(FORGET_METRICS),
         "generation_quality": "mean of forget contextual_refusal/5, leakage/5, (naturalness-1)/4 (offline judge)",
@@ -154,7 +161,7 @@ def relative_claims(runs) -> dict:
         baselines = {k: v for k, v in per_method.items() if not k.startswith("asru")}
         claims["asru_vs"] = {k: _relative(ours, v) for k, v in baselines.items()}
         if baselines:
-            average = {key: statistics.mean(v[key] for v in baselines.values()) for key in ours}
+            average = {key: statistics.mean(v[key] for v in baselines.values()) for key in CLAIM_KEYS}
             claims["asru_vs_average_baseline"] = _relative(ours, average)
     return claims
 
@@ -167,6 +174,10 @@ def _relative(ours: dict, theirs: dict) -> dict:
             "utility_change_points": ours["utility_change_points"]}
 
 
+def _mean_std(mean: float, std: float | None, digits: int) -> str:
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
 def claims_markdown(claims: dict) -> str:
     lines = ["**Paper claims checked on this data** (ASRU vs baselines: +24.6 % effectiveness, 5.8x generation "
              "quality, utility within 3 points).", ""]
@@ -176,6 +187,10 @@ def claims_markdown(claims: dict) -> str:
         lines.append(f"- vs the average baseline: effectiveness {eff:+.1f} %" if eff is not None else "- effectiveness: n/a")
         lines.append(f"- generation quality x{gq:.2f}" if gq is not None else "- generation quality: n/a")
         lines.append(f"- ASRU utility change: {average['utility_change_points']:+.1f} points")
+    lines += ["", "| method | seeds | effectiveness | generation quality | utility change (pts) |", "|---|---|---|---|---|"]
+    for name, m in claims["per_method"].items():
+        cells = [_mean_std(m[key], m["std"][key], 3 if key != "utility_change_points" else 1) for key in CLAIM_KEYS]
+        lines.append(f"| {name} | {m['seeds']} | " + " | ".join(cells) + " |")
     for name, rel in (claims.get("asru_vs") or {}).items():
         eff, gq = rel["effectiveness_gain_pct"], rel["generation_quality_ratio"]
         lines.append(f"- vs {name}: effectiveness {'n/a' if eff is None else f'{eff:+.1f} %'}, "
