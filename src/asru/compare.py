@@ -174,7 +174,7 @@ def _relative(ours: dict, theirs: dict) -> dict:
             "utility_change_points": ours["utility_change_points"]}
 
 
-def _mean_std(mean: float, std: float | None, digits: int) -> str:
+def mean_std(mean: float, std: float | None, digits: int) -> str:
     return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
@@ -189,7 +189,7 @@ def claims_markdown(claims: dict) -> str:
         lines.append(f"- ASRU utility change: {average['utility_change_points']:+.1f} points")
     lines += ["", "| method | seeds | effectiveness | generation quality | utility change (pts) |", "|---|---|---|---|---|"]
     for name, m in claims["per_method"].items():
-        cells = [_mean_std(m[key], m["std"][key], 3 if key != "utility_change_points" else 1) for key in CLAIM_KEYS]
+        cells = [mean_std(m[key], m["std"][key], 3 if key != "utility_change_points" else 1) for key in CLAIM_KEYS]
         lines.append(f"| {name} | {m['seeds']} | " + " | ".join(cells) + " |")
     for name, rel in (claims.get("asru_vs") or {}).items():
         eff, gq = rel["effectiveness_gain_pct"], rel["generation_quality_ratio"]
