@@ -19,14 +19,11 @@ from rich.table import Table
 
 from asru import pipeline
 from asru.compare import effectiveness, expand_methods, generation_quality, utility_change
+from asru.config import load_preset
 
-KNOBS = {  # method -> (option, three values)
-    "ga": ("lr", [3e-5, 1e-4, 3e-4]), "ga_diff": ("lr", [3e-5, 1e-4, 3e-4]), "kl_min": ("lr", [3e-5, 1e-4, 3e-4]),
-    "npo": ("lr", [3e-5, 1e-4, 3e-4]), "idk": ("lr", [3e-5, 1e-4, 3e-4]), "mmunlearner": ("lr", [3e-5, 1e-4, 3e-4]),
-    "mllmeraser": ("scale", [0.5, 1.0, 2.0]), "asru": ("grpo.learning_rate", [1e-5, 2e-5, 5e-5]),
-    "rule": ("grpo.learning_rate", [1e-5, 2e-5, 5e-5]),
-}
-UTILITY_FLOOR = -10.0
+TUNING = load_preset("tiny")["tuning"]  # the one record of the sweep (also printed in every comparison report)
+KNOBS = {name: (knob["option"], knob["values"]) for name, knob in TUNING["knobs"].items()}
+UTILITY_FLOOR = TUNING["utility_floor"]
 
 
 def choose(rows: list[dict]) -> dict:

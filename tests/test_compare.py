@@ -102,3 +102,24 @@ def test_compare_reuses_the_demo_evaluation_of_the_vanilla_model(micro_world, mi
     copied = tmp_path / "cmp" / "results"
     assert json.loads((copied / "vanilla.json").read_text()) == first
     assert (copied / "vanilla.items.jsonl").read_text() == (tmp_path / "eval" / "vanilla.items.jsonl").read_text()
+
+
+def test_tiny_tuning_record_gives_every_method_the_same_budget_and_is_printed():
+    """Fair comparison: each registered method has exactly one swept knob with 3 values, the preset's chosen value
+    is one of them, and the report's tuning table says so."""
+    from asru.compare import tuning_markdown
+    from asru.config import load_preset
+    from asru.methods import method_names
+
+    preset = load_preset("tiny")
+    knobs = preset["tuning"]["knobs"]
+    assert set(knobs) == set(method_names())
+    table = tuning_markdown(preset, method_names())
+    for name, knob in knobs.items():
+        chosen = preset["methods"][name]
+        for part in knob["option"].split("."):
+            chosen = chosen[part]
+        assert len(knob["values"]) == 3 and chosen in knob["values"], name
+        assert f"| {name} | {knob['option']} |" in table and f"| {chosen:g} |" in table
+    assert "not tuned" in tuning_markdown(preset, ["someone_else"])
+    assert "no tuning record" in tuning_markdown({}, ["ga"])

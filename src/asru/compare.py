@@ -87,8 +87,10 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
             runs.append(load_run(results, label=method, manifest=manifest))
     claims = relative_claims(runs)
     (out / "claims.json").write_text(json.dumps(claims, indent=2))
-    md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})",
-                            notes_md=claims_markdown(claims))
+    from asru.config import load_preset
+
+    notes = claims_markdown(claims) + "\n\n" + tuning_markdown(load_preset(preset), methods)
+    md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})", notes_md=notes)
     return {"report_md": str(md), "report_html": str(html), "claims": claims}
 
 
@@ -191,9 +193,40 @@ def claims_markdown(claims: dict) -> str:
     for name, m in claims["per_method"].items():
         cells = [mean_std(m[key], m["std"][key], 3 if key != "utility_change_points" else 1) for key in CLAIM_KEYS]
         lines.append(f"| {name} | {m['seeds']} | " + " | ".join(cells) + " |")
+    lines.append("")
     for name, rel in (claims.get("asru_vs") or {}).items():
         eff, gq = rel["effectiveness_gain_pct"], rel["generation_quality_ratio"]
         lines.append(f"- vs {name}: effectiveness {'n/a' if eff is None else f'{eff:+.1f} %'}, "
                      f"generation quality {'n/a' if gq is None else f'x{gq:.2f}'}")
     lines += ["", "Definitions: " + "; ".join(f"{k} = {v}" for k, v in claims["definitions"].items())]
+    return "\n".join(lines)
+
+
+def _dotted(node: dict, path: str):
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def tuning_markdown(preset: dict, methods: Sequence[str]) -> str:
+    """The preset's equal-budget tuning record: each method's swept knob, the values tried and the one chosen.
+
+    Why in the report: a comparison is only fair if every method had the same tuning budget, and a reader of
+    the report must be able to see that without digging through configs."""
+    tuning = preset.get("tuning") or {}
+    knobs = tuning.get("knobs") or {}
+    if not knobs:
+        return "**Tuning:** this preset carries no tuning record; methods ran with their configured defaults."
+    lines = [f"**Tuning budget** (the same for every method: {len(next(iter(knobs.values()))['values'])} values of one "
+             f"knob on {tuning.get('split', '?')}; chosen = utility change >= {tuning.get('utility_floor', '?')} "
+             "points, then the highest effectiveness + generation quality; `benchmarks/baseline_sweep.py`).", "",
+             "| method | knob | values tried | chosen |", "|---|---|---|---|"]
+    for name in methods:
+        knob = knobs.get(name)
+        if knob is None:
+            lines.append(f"| {name} | - | not tuned | configured default |")
+            continue
+        chosen = _dotted((preset.get("methods") or {}).get(name) or {}, knob["option"])
+        lines.append(f"| {name} | {knob['option']} | {', '.join(f'{v:g}' for v in knob['values'])} | "
+                     f"{'default' if chosen is None else f'{chosen:g}'} |")
     return "\n".join(lines)
