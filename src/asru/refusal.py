@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from asru.eval.metrics import STOPWORDS, stem, words
+from asru.eval.metrics import STOPWORDS, bigram_repeat_share, longest_run, stem, words
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'", "\u00b4": "'"})
 
@@ -124,12 +124,7 @@ def is_collapsed(text: str) -> bool:
     toks = words(text)
     if len(toks) < 3:
         return False
-    longest = current = 1
-    for prev, tok in zip(toks, toks[1:]):
-        current = current + 1 if tok == prev else 1
-        longest = max(longest, current)
-    bigrams = list(zip(toks, toks[1:]))
-    return longest >= 3 or (len(bigrams) >= 4 and 1 - len(set(bigrams)) / len(bigrams) >= 0.4)
+    return longest_run(toks) >= 3 or (len(toks) >= 5 and bigram_repeat_share(toks) >= 0.4)
 
 
 def refusal_phrase_key(text: str) -> str:

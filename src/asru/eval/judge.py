@@ -19,7 +19,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from asru.eval.metrics import STOPWORDS, contains_answer, content_words, distinct_n, stem, words
+from asru.eval.metrics import (
+    STOPWORDS,
+    bigram_repeat_share,
+    contains_answer,
+    content_words,
+    distinct_n,
+    longest_run,
+    stem,
+    words,
+)
 from asru.refusal import context_level, is_refusal, refusal_phrase_key
 
 CATEGORIES = ("correct", "refusal", "hallucination", "gibberish", "other")
@@ -92,26 +101,18 @@ def naturalness_signals(text: str) -> dict[str, float]:
     """The measurable signals behind `naturalness` (also handy for reports)."""
     toks = words(text)
     n = len(toks)
-    run = max((len(list(g)) for g in _runs(toks)), default=0)
-    bigrams = list(zip(toks, toks[1:]))
     counts = Counter(toks)
     entropy = -sum(c / n * math.log(c / n) for c in counts.values()) / math.log(n) if n > 1 else 1.0
     raw = text.split()
     return {
         "tokens": float(n),
-        "max_run": float(run),
+        "max_run": float(longest_run(toks)),
         "repeat_1": 1 - len(counts) / n if n else 0.0,
-        "repeat_2": 1 - len(set(bigrams)) / len(bigrams) if bigrams else 0.0,
+        "repeat_2": bigram_repeat_share(toks),
         "entropy": entropy,
         "nonword_share": sum(map(_is_nonword, raw)) / len(raw) if raw else 0.0,
         "function_share": sum(t in STOPWORDS for t in toks) / n if n else 0.0,
     }
-
-
-def _runs(toks: list[str]):
-    from itertools import groupby
-
-    return (g for _, g in groupby(toks))
 
 
 def naturalness(text: str, *, perplexity: float | None = None) -> int:

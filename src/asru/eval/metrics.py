@@ -10,6 +10,7 @@ import re
 import string
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from itertools import groupby
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}\u201c\u201d\u2013\u2014]")
@@ -82,6 +83,17 @@ def mc_letter(reply: str, options: Mapping[str, str] | Iterable[str]) -> str | N
 def words(text: str) -> list[str]:
     """Lower-cased word tokens (letters, digits, inner apostrophes); curly apostrophes made ASCII."""
     return re.findall(r"\w+(?:'\w+)*", text.translate(_APOSTROPHES).lower())
+
+
+def longest_run(toks: list[str]) -> int:
+    """Length of the longest run of one repeated token ("sorry sorry sorry" -> 3); 0 for no tokens."""
+    return max((len(list(group)) for _, group in groupby(toks)), default=0)
+
+
+def bigram_repeat_share(toks: list[str]) -> float:
+    """Share of bigrams that repeat an earlier one (0.0 when there are none): how much a text loops."""
+    bigrams = list(zip(toks, toks[1:]))
+    return 1 - len(set(bigrams)) / len(bigrams) if bigrams else 0.0
 
 
 def distinct_n(texts: Iterable[str], n: int) -> float:
