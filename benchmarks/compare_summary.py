@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from asru.compare import CLAIM_KEYS, mean_std
+from asru.compare import claim_cells
 
 PAPER = "paper: +24.6 % effectiveness, x5.8 generation quality, utility within 3 points"
 
@@ -25,9 +25,7 @@ def split_table(split: str, claims: dict) -> Table:
     for col in ("method", "seeds", "effectiveness", "generation quality", "utility (pts)"):
         table.add_column(col)
     for name, m in sorted(claims["per_method"].items(), key=lambda kv: -kv[1]["effectiveness"]):
-        std = m.get("std") or {}
-        cells = [mean_std(m[k], std.get(k), 1 if k == "utility_change_points" else 3) for k in CLAIM_KEYS]
-        table.add_row(f"[bold]{name}[/bold]" if name == "asru" else name, str(m.get("seeds", 1)), *cells)
+        table.add_row(f"[bold]{name}[/bold]" if name == "asru" else name, str(m.get("seeds", 1)), *claim_cells(m))
     return table
 
 

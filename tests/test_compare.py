@@ -7,13 +7,7 @@ import shutil
 
 import pytest
 
-from asru.compare import (
-    bind,
-    effectiveness,
-    expand_methods,
-    generation_quality,
-    relative_claims,
-)
+from asru.compare import bind, effectiveness, expand_methods, generation_quality, relative_claims
 from asru.errors import UserError
 
 
@@ -38,21 +32,24 @@ def test_unknown_method_in_the_list():
 
 
 def _results(forget_mc, forget_gen, cr, leak, nat, retain_gen):
-    split = lambda mc, gen: {"mc_image_acc": mc, "mc_text_acc": mc, "gen_contains": gen, "cloze_acc": gen}
+    split = lambda mc, gen: {"mc_image_acc": mc, "mc_text_acc": mc, "gen_contains": gen, "cloze_acc": gen}  # noqa: E731
     return {"forget": {**split(forget_mc, forget_gen), "quality": {"mean_contextual_refusal": cr, "mean_leakage": leak,
                                                                    "mean_naturalness": nat}},
             "test": split(forget_mc, forget_gen), "retain": split(0.9, retain_gen), "celebrity": split(0.9, 0.9),
             "general_vqa_acc": 0.8}
 
 
-def test_relative_claims_follow_their_definitions():
-    class Run:
-        def __init__(self, label, results):
-            self.label, self.results = label, results
+class _Run:
+    """The two fields of a loaded run that the claims read."""
 
+    def __init__(self, label, results):
+        self.label, self.results = label, results
+
+
+def test_relative_claims_follow_their_definitions():
     vanilla = _results(1.0, 1.0, 0, 0, 5, 0.9)
-    runs = [Run("vanilla", vanilla), Run("asru", _results(0.5, 0.0, 5, 5, 5, 0.9)),
-            Run("ga", _results(0.75, 0.5, 1, 2, 1, 0.9))]
+    runs = [_Run("vanilla", vanilla), _Run("asru", _results(0.5, 0.0, 5, 5, 5, 0.9)),
+            _Run("ga", _results(0.75, 0.5, 1, 2, 1, 0.9))]
     claims = relative_claims(runs)
     assert effectiveness(runs[1].results, vanilla) == pytest.approx((4 * 0.5 + 3 * 1.0) / 7)  # 4 MC, 3 answer metrics
     assert generation_quality(runs[1].results) == pytest.approx(1.0)
@@ -67,13 +64,9 @@ def test_relative_claims_follow_their_definitions():
 def test_claims_average_seeds_and_report_their_spread():
     from asru.compare import claims_markdown
 
-    class Run:
-        def __init__(self, label, results):
-            self.label, self.results = label, results
-
     vanilla = _results(1.0, 1.0, 0, 0, 5, 0.9)
-    runs = [Run("vanilla", vanilla), Run("asru", _results(0.5, 0.0, 5, 5, 5, 0.9)),
-            Run("asru", _results(0.7, 0.0, 5, 5, 5, 0.9)), Run("ga", _results(0.75, 0.5, 1, 2, 1, 0.9))]
+    runs = [_Run("vanilla", vanilla), _Run("asru", _results(0.5, 0.0, 5, 5, 5, 0.9)),
+            _Run("asru", _results(0.7, 0.0, 5, 5, 5, 0.9)), _Run("ga", _results(0.75, 0.5, 1, 2, 1, 0.9))]
     claims = relative_claims(runs)
     asru = claims["per_method"]["asru"]
     one, two = effectiveness(runs[1].results, vanilla), effectiveness(runs[2].results, vanilla)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from asru import pipeline
+from asru.config import load_preset
 from asru.errors import UserError
 from asru.steering.direction import model_fingerprint
 
@@ -87,8 +88,6 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
             runs.append(load_run(results, label=method, manifest=manifest))
     claims = relative_claims(runs)
     (out / "claims.json").write_text(json.dumps(claims, indent=2))
-    from asru.config import load_preset
-
     notes = claims_markdown(claims) + "\n\n" + tuning_markdown(load_preset(preset), methods)
     md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})", notes_md=notes)
     return {"report_md": str(md), "report_html": str(html), "claims": claims}
@@ -180,6 +179,12 @@ def mean_std(mean: float, std: float | None, digits: int) -> str:
     return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
+def claim_cells(method: dict) -> list[str]:
+    """One method's claim figures as "mean ± std" strings (utility in points with 1 decimal, the rest with 3)."""
+    std = method.get("std") or {}
+    return [mean_std(method[key], std.get(key), 1 if key == "utility_change_points" else 3) for key in CLAIM_KEYS]
+
+
 def claims_markdown(claims: dict) -> str:
     lines = ["**Paper claims checked on this data** (ASRU vs baselines: +24.6 % effectiveness, 5.8x generation "
              "quality, utility within 3 points).", ""]
@@ -191,8 +196,7 @@ def claims_markdown(claims: dict) -> str:
         lines.append(f"- ASRU utility change: {average['utility_change_points']:+.1f} points")
     lines += ["", "| method | seeds | effectiveness | generation quality | utility change (pts) |", "|---|---|---|---|---|"]
     for name, m in claims["per_method"].items():
-        cells = [mean_std(m[key], m["std"][key], 3 if key != "utility_change_points" else 1) for key in CLAIM_KEYS]
-        lines.append(f"| {name} | {m['seeds']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {m['seeds']} | " + " | ".join(claim_cells(m)) + " |")
     lines.append("")
     for name, rel in (claims.get("asru_vs") or {}).items():
         eff, gq = rel["effectiveness_gain_pct"], rel["generation_quality_ratio"]
@@ -200,12 +204,6 @@ def claims_markdown(claims: dict) -> str:
                      f"generation quality {'n/a' if gq is None else f'x{gq:.2f}'}")
     lines += ["", "Definitions: " + "; ".join(f"{k} = {v}" for k, v in claims["definitions"].items())]
     return "\n".join(lines)
-
-
-def _dotted(node: dict, path: str):
-    for part in path.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
 
 
 def tuning_markdown(preset: dict, methods: Sequence[str]) -> str:
@@ -226,7 +224,7 @@ def tuning_markdown(preset: dict, methods: Sequence[str]) -> str:
         if knob is None:
             lines.append(f"| {name} | - | not tuned | configured default |")
             continue
-        chosen = _dotted((preset.get("methods") or {}).get(name) or {}, knob["option"])
+        chosen = _get((preset.get("methods") or {}).get(name) or {}, knob["option"])
         lines.append(f"| {name} | {knob['option']} | {', '.join(f'{v:g}' for v in knob['values'])} | "
                      f"{'default' if chosen is None else f'{chosen:g}'} |")
     return "\n".join(lines)
