@@ -116,3 +116,25 @@ def test_tiny_tuning_record_gives_every_method_the_same_budget_and_is_printed():
         assert f"| {name} | {knob['option']} |" in table and f"| {chosen:g} |" in table
     assert "not tuned" in tuning_markdown(preset, ["someone_else"])
     assert "no tuning record" in tuning_markdown({}, ["ga"])
+
+
+def test_a_retrained_run_is_evaluated_again(micro_world, micro_models, tmp_path):
+    """When a method's configuration changes, compare retrains the run; its old results must not be reused."""
+    from rich.console import Console
+
+    from asru.compare import run_compare
+
+    base, vanilla = micro_models
+    args = (Console(quiet=True), micro_world, vanilla, base, tmp_path / "cmp", "forget_10", ["ga"], 1, "micro")
+    run_compare(*args, limit=2)
+    results = tmp_path / "cmp" / "results" / "ga" / "seed0.json"
+    stale = {**json.loads(results.read_text()), "stale": True}
+    results.write_text(json.dumps(stale))
+    run_compare(*args, limit=2)  # same configuration: the finished run and its results are reused
+    assert json.loads(results.read_text()) == stale
+    manifest = tmp_path / "cmp" / "runs" / "ga" / "seed0" / "manifest.json"
+    recorded = json.loads(manifest.read_text())
+    recorded["config"]["method_config"]["lr"] = 123.0  # as if the preset had changed since
+    manifest.write_text(json.dumps(recorded))
+    run_compare(*args, limit=2)
+    assert "stale" not in json.loads(results.read_text())

@@ -79,11 +79,12 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
         for seed in range(seeds):
             run_dir = out / "runs" / method / f"seed{seed}"
             console.print(f"[bold]{method}[/bold] seed {seed}")
-            pipeline.unlearn_stage(method, vanilla, data, run_dir, forget_split, base=base, preset=preset,
-                                   seed=seed, reuse=True, force=True)
+            _, retrained = pipeline.unlearn_stage(method, vanilla, data, run_dir, forget_split, base=base,
+                                                  preset=preset, seed=seed, reuse=True, force=True)
             results = out / "results" / method / f"seed{seed}.json"
+            # a retrained run (its configuration changed) must not keep the evaluation of the model it replaced
             pipeline.eval_stage(run_dir, data, results, forget_split, preset, limit=limit, reference=vanilla,
-                                reuse=True)
+                                reuse=not retrained, force=retrained)
             manifest = json.loads((run_dir / "manifest.json").read_text())
             runs.append(load_run(results, label=method, manifest=manifest))
     claims = relative_claims(runs)
