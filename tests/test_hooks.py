@@ -167,3 +167,40 @@ def test_hooks_work_through_peft(tok, qwen3):
     with add_to_layer(wrapped, 2, vector):
         steered = last_prompt_hidden(wrapped, processor, prompts, layer=2)
     torch.testing.assert_close(steered, base + vector, rtol=1e-5, atol=1e-5)
+
+
+def test_whole_answer_retain_loss_holds_question_and_answer_tokens(tok):
+    """retain_positions=all: the retain loss holds layer-L states at every retain question *and answer* token near
+    the frozen model (vs no retain loss), while forget prompts are still pushed along v. (Whether it protects
+    answers better than the paper's last-token loss is an empirical question for a trained model: docs/asru.md.)"""
+    from asru.models.batch import encode_example, pad_features, pad_token_id
+    from asru.steering.direction import SteeringVector
+    from asru.steering.hooks import layer_states
+    from asru.steering.redirect import RedirectConfig, redirect
+
+    processor = build_processor(tok)
+    forget = [("Where was Alice Smith born?", png(10)), ("Who is this?", png(11)), ("Tell me who that is.", None)]
+    retain = [(q, img, "Alice Smith was born in Paris.") for q, img in prompts_for(64)]
+    probe = pad_features([encode_example(processor, *r) for r in retain], pad_token_id(processor), "left")
+    probe.pop("labels")
+    real = probe["attention_mask"].bool()
+    fresh = lambda: build_tiny_model(tok, seed=3).eval()  # noqa: E731
+    with torch.no_grad():
+        frozen = layer_states(fresh(), 1, probe)[real]
+    drift, pushed = {}, {}
+    for alpha in (0.0, 3.0):
+        model = fresh()
+        cfg = RedirectConfig(coeff=3.0, alpha=alpha, lr=3e-3, epochs=8, batch_size=2, trainable="mlp", retain_positions="all")
+        redirect(model, processor, SteeringVector(vector=torch.ones(128) * 0.5, layer=1), forget, retain, cfg)
+        with torch.no_grad():
+            drift[alpha] = torch.nn.functional.mse_loss(layer_states(model, 1, probe)[real], frozen).item()
+        pushed[alpha] = last_prompt_hidden(model, processor, forget, 1).mean().item()
+    assert drift[3.0] < 0.1 * drift[0.0]
+    assert pushed[3.0] > 1.0  # the states start near 0 and the target is +1.5 in every coordinate
+
+
+def test_redirect_rejects_unknown_retain_positions():
+    from asru.steering.redirect import RedirectConfig
+
+    with pytest.raises(UserError, match="retain_positions"):
+        RedirectConfig(retain_positions="answer")

@@ -314,6 +314,25 @@ def test_short_training_teaches_answers_and_stopping(tok):
     ]
 
 
+def test_length_grouped_batches_pad_less_and_cover_every_example():
+    """Grouping by length keeps every example once per epoch, is seeded, and cuts padding; off, it is the plain
+    shuffled stream (so runs without it are unchanged)."""
+    from itertools import islice
+
+    from asru.training import GROUP_POOL, batches
+
+    rng = np.random.default_rng(0)
+    encoded = [{"input_ids": [0] * int(n), "id": i} for i, n in enumerate(rng.integers(5, 200, 8 * GROUP_POOL))]
+    epoch = lambda group: list(islice(batches(encoded, 8, seed=3, group_by_length=group), GROUP_POOL))  # noqa: E731
+    padded = lambda bs: sum(8 * max(len(e["input_ids"]) for e in b) for b in bs)  # noqa: E731
+    grouped, plain = epoch(True), epoch(False)
+    assert sorted(e["id"] for b in grouped for e in b) == list(range(len(encoded)))
+    assert [[e["id"] for e in b] for b in grouped] == [[e["id"] for e in b] for b in epoch(True)]
+    assert padded(grouped) < 0.7 * padded(plain)
+    shuffled_lengths = [max(len(e["input_ids"]) for e in b) for b in grouped]
+    assert shuffled_lengths != sorted(shuffled_lengths)  # batch order is shuffled, not short-to-long
+
+
 # --- generation and scoring ---------------------------------------------------------------------------------
 
 

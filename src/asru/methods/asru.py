@@ -89,11 +89,12 @@ def forget_prompts(ctx: UnlearnContext) -> list[tuple[str, bytes | None]]:
     return [(q, i.image) for i in items for q in (i.question, gen_prompt(i.question))]
 
 
-def retain_prompts(ctx: UnlearnContext, n: int) -> list[tuple[str, bytes | None]]:
+def retain_examples(ctx: UnlearnContext, n: int) -> list[tuple[str, bytes | None, str]]:
+    """Retain (question, image, answer) triples for stage 1, each question plain and with the instruction."""
     import random
 
     items = random.Random(ctx.seed).sample(ctx.retain_items, min(n, len(ctx.retain_items)))
-    return [(q, i.image) for i in items for q in (i.question, gen_prompt(i.question))]
+    return [(q, i.image, i.answer) for i in items for q in (i.question, gen_prompt(i.question))]
 
 
 def _link_copy(src: Path, dst: Path) -> None:
@@ -176,7 +177,7 @@ class ASRU(Method):
         steering.metadata.update(vanilla_fingerprint=model_fingerprint(ctx.model_dir),
                                  base_fingerprint=model_fingerprint(ctx.base_dir))
         steering.save(ctx.out_dir / STEERING_FILE)
-        retain = retain_prompts(ctx, cfg.redirect_retain_ratio * len(ctx.forget_items))
+        retain = retain_examples(ctx, cfg.redirect_retain_ratio * len(ctx.forget_items))
         stats = redirect(vanilla, processor, SteeringVector.load(ctx.out_dir / STEERING_FILE), forget, retain, cfg.redirect)
         save_model(vanilla, processor, ctx.out_dir / "stage1")
         return {"layer": layer, "steering": steering.metadata, "redirect": stats, "config": asdict(cfg.redirect)}

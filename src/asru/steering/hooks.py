@@ -59,10 +59,15 @@ def layer_last_state(model, layer: int, batch: dict) -> torch.Tensor:
     """Output of decoder layer `layer` at the last position of each row; the forward pass stops right after it.
 
     Keeps the autograd graph when called with gradients on (activation redirection trains through it)."""
+    return layer_states(model, layer, batch)[:, -1, :]
+
+
+def layer_states(model, layer: int, batch: dict) -> torch.Tensor:
+    """Output of decoder layer `layer` at every position [B, T, H]; the forward pass stops right after it."""
     captured: list[torch.Tensor] = []
 
     def hook(module, args, output):
-        captured.append(_hidden(output)[:, -1, :])
+        captured.append(_hidden(output))
         raise _Captured
 
     handle = decoder_layers(model)[layer].register_forward_hook(hook)

@@ -4,6 +4,10 @@ h_frozen + c * v (the refusal side) while retain prompts keep h_frozen (RMU-styl
 Both losses are taken at the last prompt token, the position where v was measured; prompts are left padded so
 that position is the same for every row (the authors' script used right padding, which reads a pad token there).
 The frozen targets are computed once before training, so no frozen copy of the model is kept in memory.
+
+`retain_positions: all` (off by default) takes the retain loss at every token of the retain question *and its
+answer* instead, as RMU's original retain loss does: the MLP also runs at the answer tokens a retain answer is
+generated through, and the last-prompt-token loss leaves those free to drift.
 """
 
 from __future__ import annotations
@@ -15,12 +19,17 @@ from typing import Sequence
 import torch
 
 from asru.errors import UserError
-from asru.models.batch import encode_prompts, move_batch
+from asru.models.chat import ImageInput
+from asru.models.batch import encode_example, encode_prompts, move_batch, pad_features, pad_token_id
+from asru.models.generate import eval_mode
 from asru.models.layers import check_layer, layer_mlp
 from asru.progress import progress_bar
 from asru.steering.direction import Prompt, SteeringVector
-from asru.steering.hooks import last_prompt_hidden, layer_last_state
+from asru.steering.hooks import last_prompt_hidden, layer_last_state, layer_states
 from asru.training import TrainingDiverged
+
+
+RetainExample = tuple[str, ImageInput, str]  # (question, image, answer)
 
 
 @dataclass
@@ -31,7 +40,12 @@ class RedirectConfig:
     epochs: int = 3
     batch_size: int = 2
     trainable: str = "down_proj"  # "down_proj" (the authors' choice) or "mlp" (the whole MLP of layer L)
+    retain_positions: str = "last"  # "last" (the paper: last prompt token) or "all" (every question + answer token)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.retain_positions not in ("last", "all"):
+            raise UserError(f"redirect.retain_positions must be 'last' or 'all', got '{self.retain_positions}'")
 
 
 def trainable_parameters(model, layer: int, which: str) -> list[torch.nn.Parameter]:
@@ -59,14 +73,35 @@ def _batches(indices: list[int], size: int, rng: random.Random) -> list[list[int
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-def redirect(model, processor, steering: SteeringVector, forget: Sequence[Prompt], retain: Sequence[Prompt],
+def _whole_answer_batches(model, processor, retain: Sequence[RetainExample], layer: int, size: int,
+                          rng: random.Random) -> list[tuple[dict, torch.Tensor]]:
+    """Fixed retain batches of question + answer (left padded) with the frozen layer-L states at every position."""
+    order = list(range(len(retain)))
+    rng.shuffle(order)
+    out = []
+    for start in range(0, len(order), size):
+        features = [encode_example(processor, *retain[i]) for i in order[start:start + size]]
+        batch = pad_features(features, pad_token_id(processor), padding_side="left")
+        batch.pop("labels")
+        batch = move_batch(batch, model)
+        with torch.no_grad(), eval_mode(model):
+            out.append((batch, layer_states(model, layer, batch).float()))
+    return out
+
+
+def redirect(model, processor, steering: SteeringVector, forget: Sequence[Prompt], retain: Sequence[RetainExample],
              cfg: RedirectConfig) -> dict:
-    """Train layer L's MLP in place; alternate one forget batch and one retain batch per step."""
+    """Train layer L's MLP in place; alternate one forget batch and one retain batch per step.
+
+    `retain` holds (question, image, answer) triples; the answer is read only with `retain_positions: all`."""
     layer = check_layer(model, steering.layer)
     if not forget:
         raise UserError("no forget prompts for activation redirection: the forget split is empty")
     frozen_forget = last_prompt_hidden(model, processor, forget, layer)
-    frozen_retain = last_prompt_hidden(model, processor, retain, layer) if retain else None
+    whole = cfg.retain_positions == "all" and bool(retain)
+    frozen_retain = (last_prompt_hidden(model, processor, [r[:2] for r in retain], layer)
+                     if retain and not whole else None)
+    retain_batches = _whole_answer_batches(model, processor, retain, layer, cfg.batch_size, random.Random(cfg.seed + 1)) if whole else []
     params = trainable_parameters(model, layer, cfg.trainable)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     target_shift = cfg.coeff * steering.vector.float()
@@ -86,9 +121,15 @@ def redirect(model, processor, steering: SteeringVector, forget: Sequence[Prompt
             for idx in _batches(list(range(len(forget))), cfg.batch_size, rng):
                 loss_f = loss_on(forget, frozen_forget + target_shift, idx)
                 loss = loss_f
+                loss_r = None
                 if frozen_retain is not None:
                     r_idx = rng.sample(range(len(retain)), min(cfg.batch_size, len(retain)))
-                    loss_r = loss_on(retain, frozen_retain, r_idx)
+                    loss_r = loss_on([r[:2] for r in retain], frozen_retain, r_idx)
+                elif retain_batches:
+                    batch, frozen = retain_batches[len(history["retain"]) % len(retain_batches)]
+                    real = batch["attention_mask"].bool()
+                    loss_r = torch.nn.functional.mse_loss(layer_states(model, layer, batch).float()[real], frozen[real])
+                if loss_r is not None:
                     loss = loss + cfg.alpha * loss_r
                     history["retain"].append(loss_r.item())
                 if not torch.isfinite(loss):
