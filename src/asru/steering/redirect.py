@@ -5,8 +5,8 @@ Both losses are taken at the last prompt token, the position where v was measure
 that position is the same for every row (the authors' script used right padding, which reads a pad token there).
 The frozen targets are computed once before training, so no frozen copy of the model is kept in memory.
 
-`retain_positions: all` (off by default) takes the retain loss at every token of the retain question *and its
-answer* instead, as RMU's original retain loss does: the MLP also runs at the answer tokens a retain answer is
+`retain_positions: all` (off by default) adds to that retain loss one over every token of the retain question
+*and its answer*, as RMU's original retain loss does: the MLP also runs at the answer tokens a retain answer is
 generated through, and the last-prompt-token loss leaves those free to drift.
 """
 
@@ -20,7 +20,7 @@ import torch
 
 from asru.errors import UserError
 from asru.models.chat import ImageInput
-from asru.models.batch import encode_example, encode_prompts, move_batch, pad_features, pad_token_id
+from asru.models.batch import IGNORE_INDEX, encode_example, encode_prompts, move_batch, pad_features, pad_token_id
 from asru.models.generate import eval_mode
 from asru.models.layers import check_layer, layer_mlp
 from asru.progress import progress_bar
@@ -74,18 +74,19 @@ def _batches(indices: list[int], size: int, rng: random.Random) -> list[list[int
 
 
 def _whole_answer_batches(model, processor, retain: Sequence[RetainExample], layer: int, size: int,
-                          rng: random.Random) -> list[tuple[dict, torch.Tensor]]:
-    """Fixed retain batches of question + answer (left padded) with the frozen layer-L states at every position."""
+                          rng: random.Random) -> list[tuple[dict, torch.Tensor, torch.Tensor]]:
+    """Fixed retain batches of question + answer (left padded), the frozen layer-L states at every position and
+    each row's last prompt token (the position before its first answer label)."""
     order = list(range(len(retain)))
     rng.shuffle(order)
     out = []
     for start in range(0, len(order), size):
         features = [encode_example(processor, *retain[i]) for i in order[start:start + size]]
         batch = pad_features(features, pad_token_id(processor), padding_side="left")
-        batch.pop("labels")
+        last_prompt = (batch.pop("labels") != IGNORE_INDEX).int().argmax(dim=1) - 1
         batch = move_batch(batch, model)
         with torch.no_grad(), eval_mode(model):
-            out.append((batch, layer_states(model, layer, batch).float()))
+            out.append((batch, layer_states(model, layer, batch).float(), last_prompt))
     return out
 
 
@@ -126,9 +127,10 @@ def redirect(model, processor, steering: SteeringVector, forget: Sequence[Prompt
                     r_idx = rng.sample(range(len(retain)), min(cfg.batch_size, len(retain)))
                     loss_r = loss_on([r[:2] for r in retain], frozen_retain, r_idx)
                 elif retain_batches:
-                    batch, frozen = retain_batches[len(history["retain"]) % len(retain_batches)]
-                    real = batch["attention_mask"].bool()
-                    loss_r = torch.nn.functional.mse_loss(layer_states(model, layer, batch).float()[real], frozen[real])
+                    batch, frozen, last_prompt = retain_batches[len(history["retain"]) % len(retain_batches)]
+                    h, real, rows = layer_states(model, layer, batch).float(), batch["attention_mask"].bool(), torch.arange(len(last_prompt))
+                    loss_r = (torch.nn.functional.mse_loss(h[rows, last_prompt], frozen[rows, last_prompt])
+                              + torch.nn.functional.mse_loss(h[real], frozen[real]))
                 if loss_r is not None:
                     loss = loss + cfg.alpha * loss_r
                     history["retain"].append(loss_r.item())
