@@ -1,4 +1,5 @@
-"""The boundary set for ASRU's stage 2: forget QA plus an equal number of retain QA, each flagged.
+"""The boundary set for ASRU's stage 2: forget QA plus an equal number of retain QA (or `retain_ratio` times as
+many), each flagged.
 
 The refusal boundary is decided between people who look alike or share facts, so by default the retain side is
 drawn nearest first: retain people are ranked by shared biography fields with the forget people (same birthplace
@@ -49,10 +50,12 @@ def with_keys(items: list[QAItem], keys: dict[tuple[str, str], str]) -> list[QAI
 
 
 def build_boundary(data_dir, forget: list[QAItem], retain: list[QAItem], *, size: int | None = None,
-                   strategy: str = "nearest", seed: int = 0) -> list[BoundaryItem]:
-    """`size` forget items (all when None) and as many retain items, shuffled together."""
+                   strategy: str = "nearest", seed: int = 0, retain_ratio: float = 1.0) -> list[BoundaryItem]:
+    """`size` forget items (all when None) and `retain_ratio` times as many retain items, shuffled together."""
     if strategy not in STRATEGIES:
         raise UserError(f"unknown boundary strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
+    if retain_ratio <= 0:
+        raise UserError(f"boundary.retain_ratio must be > 0, got {retain_ratio}")
     if not forget:
         raise UserError("the forget split has no training items; the boundary set would be empty")
     rng = random.Random(seed)
@@ -60,7 +63,7 @@ def build_boundary(data_dir, forget: list[QAItem], retain: list[QAItem], *, size
     forget = with_keys(forget, keys)
     retain = with_keys(retain, keys)
     chosen_forget = rng.sample(forget, min(size or len(forget), len(forget)))
-    n_retain = min(len(chosen_forget), len(retain))
+    n_retain = min(round(retain_ratio * len(chosen_forget)), len(retain))
     if strategy == "random":
         chosen_retain = rng.sample(retain, n_retain)
     else:

@@ -49,8 +49,9 @@ PRIVACY_QUESTIONS = (
 
 @dataclass
 class BoundaryConfig:
-    size: int = 200  # forget items; as many retain items are added
+    size: int = 200  # forget items; retain_ratio times as many retain items are added
     strategy: str = "nearest"
+    retain_ratio: float = 1.0  # the paper: as many retain as forget items
 
 
 @dataclass
@@ -187,7 +188,7 @@ class ASRU(Method):
         from asru.rl.grpo import GRPOSettings, boundary_dataset, run_grpo
         cfg: ASRUConfig = self.config
         boundary = build_boundary(ctx.data_dir, ctx.forget_items, ctx.retain_items, size=cfg.boundary.size,
-                                  strategy=cfg.boundary.strategy, seed=ctx.seed)
+                                  strategy=cfg.boundary.strategy, seed=ctx.seed, retain_ratio=cfg.boundary.retain_ratio)
         dataset = boundary_dataset([b.item for b in boundary], [b.is_forget for b in boundary])
         settings = from_dict(GRPOSettings, {"seed": ctx.seed, **cfg.grpo}, where=f"{self.name}.grpo")
         stats = run_grpo(start, ctx.out_dir / "stage2", dataset, [self.reward()], settings, resume=ctx.resume)
