@@ -29,7 +29,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     loss: str = "example_mean"  # "example_mean": every example weighs the same; "token_mean": every answer token does
-    group_by_length: bool = False  # batch examples of similar length together (less padding: ~1.5x faster here)
+    group_by_length: bool = False  # similar lengths per batch: less padding, but one format per batch (docs/world.md)
 
     def __post_init__(self) -> None:
         if self.loss not in ("example_mean", "token_mean"):
