@@ -65,3 +65,20 @@ def test_bad_boundary_input(micro_world, items):
         build_boundary(micro_world, forget, retain, strategy="farthest")
     with pytest.raises(UserError, match="no training items"):
         build_boundary(micro_world, [], retain)
+
+
+def test_same_seed_same_set_in_every_process(micro_world):
+    """Python randomises string hashing per process; the boundary set (and so GRPO) must not depend on it."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    code = (f"from asru.data.boundary import build_boundary\nfrom asru.data.mllmu import training_items\n"
+            f"b = build_boundary({str(micro_world)!r}, training_items({str(micro_world)!r}, 'forget_10'), "
+            f"training_items({str(micro_world)!r}, 'retain_90'), size=6, seed=0, retain_ratio=2)\n"
+            f"print([(x.item.id, x.item.question, x.is_forget) for x in b])")
+    outputs = {hashlib.md5(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                          env={**os.environ, "PYTHONHASHSEED": seed}).stdout.encode()).hexdigest()
+               for seed in ("1", "2", "3")}
+    assert len(outputs) == 1

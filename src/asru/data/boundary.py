@@ -69,7 +69,8 @@ def build_boundary(data_dir, forget: list[QAItem], retain: list[QAItem], *, size
     else:
         bios = _biographies(data_dir)
         forget_ids = {i.id for i in forget}
-        ranked = sorted({i.id for i in retain}, key=lambda pid: (-closeness(pid, forget_ids, bios), rng.random()))
+        people = sorted({i.id for i in retain})  # a fixed order before drawing tie-breakers: set order varies per process
+        ranked = sorted(people, key=lambda pid: (-closeness(pid, forget_ids, bios), rng.random()))
         by_person = {pid: rng.sample([i for i in retain if i.id == pid], sum(i.id == pid for i in retain))
                      for pid in ranked}
         chosen_retain = []
