@@ -5,8 +5,8 @@ Both losses are taken at the last prompt token, the position where v was measure
 that position is the same for every row (the authors' script used right padding, which reads a pad token there).
 The frozen targets are computed once before training, so no frozen copy of the model is kept in memory.
 
-`retain_positions: all` (off by default) adds to that retain loss one over every token of the retain question
-*and its answer*, as RMU's original retain loss does: the MLP also runs at the answer tokens a retain answer is
+`retain_positions: all` (off by default) adds a second retain term over every token of the retain question *and
+its answer*, as RMU's original retain loss does: the MLP also runs at the answer tokens a retain answer is
 generated through, and the last-prompt-token loss leaves those free to drift.
 """
 
@@ -19,8 +19,8 @@ from typing import Sequence
 import torch
 
 from asru.errors import UserError
-from asru.models.chat import ImageInput
 from asru.models.batch import IGNORE_INDEX, encode_example, encode_prompts, move_batch, pad_features, pad_token_id
+from asru.models.chat import ImageInput
 from asru.models.generate import eval_mode
 from asru.models.layers import check_layer, layer_mlp
 from asru.progress import progress_bar
@@ -86,8 +86,16 @@ def _whole_answer_batches(model, processor, retain: Sequence[RetainExample], lay
         last_prompt = (batch.pop("labels") != IGNORE_INDEX).int().argmax(dim=1) - 1
         batch = move_batch(batch, model)
         with torch.no_grad(), eval_mode(model):
-            out.append((batch, layer_states(model, layer, batch).float(), last_prompt))
+            out.append((batch, layer_states(model, layer, batch).float(), last_prompt.to(batch["input_ids"].device)))
     return out
+
+
+def _whole_answer_loss(model, layer: int, batch: dict, frozen: torch.Tensor, last_prompt: torch.Tensor) -> torch.Tensor:
+    """MSE to the frozen states at each row's last prompt token (the paper's term) + at every real token."""
+    h, real = layer_states(model, layer, batch).float(), batch["attention_mask"].bool()
+    rows = torch.arange(len(last_prompt), device=h.device)
+    mse = torch.nn.functional.mse_loss
+    return mse(h[rows, last_prompt], frozen[rows, last_prompt]) + mse(h[real], frozen[real])
 
 
 def redirect(model, processor, steering: SteeringVector, forget: Sequence[Prompt], retain: Sequence[RetainExample],
@@ -99,10 +107,11 @@ def redirect(model, processor, steering: SteeringVector, forget: Sequence[Prompt
     if not forget:
         raise UserError("no forget prompts for activation redirection: the forget split is empty")
     frozen_forget = last_prompt_hidden(model, processor, forget, layer)
+    retain_prompts = [r[:2] for r in retain]
     whole = cfg.retain_positions == "all" and bool(retain)
-    frozen_retain = (last_prompt_hidden(model, processor, [r[:2] for r in retain], layer)
-                     if retain and not whole else None)
-    retain_batches = _whole_answer_batches(model, processor, retain, layer, cfg.batch_size, random.Random(cfg.seed + 1)) if whole else []
+    frozen_retain = last_prompt_hidden(model, processor, retain_prompts, layer) if retain and not whole else None
+    retain_batches = (_whole_answer_batches(model, processor, retain, layer, cfg.batch_size,
+                                            random.Random(cfg.seed + 1)) if whole else [])
     params = trainable_parameters(model, layer, cfg.trainable)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     target_shift = cfg.coeff * steering.vector.float()
@@ -125,12 +134,10 @@ def redirect(model, processor, steering: SteeringVector, forget: Sequence[Prompt
                 loss_r = None
                 if frozen_retain is not None:
                     r_idx = rng.sample(range(len(retain)), min(cfg.batch_size, len(retain)))
-                    loss_r = loss_on([r[:2] for r in retain], frozen_retain, r_idx)
+                    loss_r = loss_on(retain_prompts, frozen_retain, r_idx)
                 elif retain_batches:
-                    batch, frozen, last_prompt = retain_batches[len(history["retain"]) % len(retain_batches)]
-                    h, real, rows = layer_states(model, layer, batch).float(), batch["attention_mask"].bool(), torch.arange(len(last_prompt))
-                    loss_r = (torch.nn.functional.mse_loss(h[rows, last_prompt], frozen[rows, last_prompt])
-                              + torch.nn.functional.mse_loss(h[real], frozen[real]))
+                    step_batch = retain_batches[len(history["retain"]) % len(retain_batches)]
+                    loss_r = _whole_answer_loss(model, layer, *step_batch)
                 if loss_r is not None:
                     loss = loss + cfg.alpha * loss_r
                     history["retain"].append(loss_r.item())
