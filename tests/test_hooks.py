@@ -173,7 +173,7 @@ def test_whole_answer_retain_loss_holds_question_and_answer_tokens(tok):
     """retain_positions=all: the retain loss holds layer-L states at every retain question *and answer* token near
     the frozen model (vs no retain loss), while forget prompts are still pushed along v. (Whether it protects
     answers better than the paper's last-token loss is an empirical question for a trained model: docs/asru.md.)"""
-    from asru.models.batch import encode_example, pad_features, pad_token_id
+    from asru.models.batch import encode_batch
     from asru.steering.direction import SteeringVector
     from asru.steering.hooks import layer_states
     from asru.steering.redirect import RedirectConfig, redirect
@@ -181,7 +181,7 @@ def test_whole_answer_retain_loss_holds_question_and_answer_tokens(tok):
     processor = build_processor(tok)
     forget = [("Where was Alice Smith born?", png(10)), ("Who is this?", png(11)), ("Tell me who that is.", None)]
     retain = [(q, img, "Alice Smith was born in Paris.") for q, img in prompts_for(64)]
-    probe = pad_features([encode_example(processor, *r) for r in retain], pad_token_id(processor), "left")
+    probe = encode_batch(processor, retain, padding_side="left")
     probe.pop("labels")
     real = probe["attention_mask"].bool()
     fresh = lambda: build_tiny_model(tok, seed=3).eval()  # noqa: E731

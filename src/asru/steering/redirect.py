@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from asru.errors import UserError
-from asru.models.batch import IGNORE_INDEX, encode_example, encode_prompts, move_batch, pad_features, pad_token_id
+from asru.models.batch import IGNORE_INDEX, encode_batch, encode_prompts, move_batch
 from asru.models.chat import ImageInput
 from asru.models.generate import eval_mode
 from asru.models.layers import check_layer, layer_mlp
@@ -81,8 +81,7 @@ def _whole_answer_batches(model, processor, retain: Sequence[RetainExample], lay
     rng.shuffle(order)
     out = []
     for start in range(0, len(order), size):
-        features = [encode_example(processor, *retain[i]) for i in order[start:start + size]]
-        batch = pad_features(features, pad_token_id(processor), padding_side="left")
+        batch = encode_batch(processor, [retain[i] for i in order[start:start + size]], padding_side="left")
         last_prompt = (batch.pop("labels") != IGNORE_INDEX).int().argmax(dim=1) - 1
         batch = move_batch(batch, model)
         with torch.no_grad(), eval_mode(model):
