@@ -82,3 +82,11 @@ def test_same_seed_same_set_in_every_process(micro_world):
                                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout.encode()).hexdigest()
                for seed in ("1", "2", "3")}
     assert len(outputs) == 1
+
+
+def test_bad_retain_ratio_fails_at_configuration_time():
+    """Checked when the method's config is built, so a bad value does not cost a stage-1 run first."""
+    from asru.methods.asru import BoundaryConfig
+
+    with pytest.raises(UserError, match="retain_ratio must be > 0"):
+        BoundaryConfig(retain_ratio=-1)

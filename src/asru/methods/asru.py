@@ -53,6 +53,10 @@ class BoundaryConfig:
     strategy: str = "nearest"
     retain_ratio: float = 1.0  # the paper: as many retain as forget items
 
+    def __post_init__(self) -> None:  # fail before stage 1 runs, not when stage 2 builds the set
+        if self.retain_ratio <= 0:
+            raise UserError(f"boundary.retain_ratio must be > 0, got {self.retain_ratio}")
+
 
 @dataclass
 class ASRUConfig:
