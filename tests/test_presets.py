@@ -63,3 +63,28 @@ def test_preset_runs_one_step_on_a_tiny_model_of_its_architecture(preset, method
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "done" and (out / "model" / "config.json").exists()
     assert manifest["config"]["method_config"]["grpo"]["learning_rate"] == 1e-6  # the paper's value, from the preset
+
+
+def test_tiny_preset_fixes_the_thread_count_and_manifests_record_it(tmp_path):
+    import torch
+
+    from asru.config import apply_threads
+    from asru.manifest import Manifest
+
+    previous = torch.get_num_threads()
+    try:
+        assert apply_threads(load_preset("tiny")) == 2 == torch.get_num_threads()
+        record = json.loads(Manifest(command="x", config={}).write(tmp_path).read_text())
+        assert record["torch_threads"] == 2
+        assert apply_threads({}) == 2  # a preset without `threads` keeps torch's choice
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "two", True])
+def test_a_thread_count_that_is_not_a_positive_integer_is_one_clear_error(bad):
+    from asru.config import apply_threads
+    from asru.errors import UserError
+
+    with pytest.raises(UserError, match="threads must be a positive integer"):
+        apply_threads({"threads": bad})

@@ -62,5 +62,23 @@ def section(preset: dict[str, Any], name: str, cls: type[T], overrides: dict[str
     return from_dict(cls, merged, where=name)
 
 
+def apply_threads(preset: dict[str, Any]) -> int:
+    """Set torch's intra-op thread count from the preset's `threads` and return the count in force.
+
+    CPU reductions are split by thread, so the same run on 1 and 2 threads gives different weights; a preset that
+    fixes the count makes a fresh clone rebuild bit-identical models on any machine. Without `threads` (the
+    real-model presets, which run on GPUs) torch's own choice is kept.
+    """
+    import torch
+
+    threads = preset.get("threads")
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise UserError(f"preset option threads must be a positive integer, got {threads!r}; "
+                            "set e.g. `threads: 2` in the preset")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj

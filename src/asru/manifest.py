@@ -53,6 +53,15 @@ def _git_commit() -> str | None:
         return None
 
 
+def _torch_threads() -> int | None:
+    """The intra-op thread count in force: it changes CPU numerics, so a figure is only reproducible with it."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return None
+    return torch.get_num_threads()
+
+
 @dataclass
 class Manifest:
     """Collects what a run did; `write` puts it in `<out>/manifest.json`."""
@@ -78,6 +87,7 @@ class Manifest:
             "seed": self.seed,
             "stages": self.stages,
             "peak_memory_mb": round(peak_memory_mb(), 1),
+            "torch_threads": _torch_threads(),
             "versions": package_versions(),
             "git_commit": _git_commit(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

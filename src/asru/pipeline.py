@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from asru.config import load_preset, section, to_dict
+from asru.config import apply_threads, load_preset, section, to_dict
 from asru.errors import UserError, fresh_output_dir
 from asru.manifest import Manifest, read_manifest
 
@@ -53,8 +53,9 @@ def base_stage(world, out, preset: str = "tiny", force=False, reuse=False):
     from asru.models.vanilla import BaseConfig, build_base
 
     world = require_world(world)
-    cfg = section(load_preset(preset), "base", BaseConfig)
-    config = {"preset": preset, "world": str(world.resolve()), "base": to_dict(cfg)}
+    settings = load_preset(preset)
+    cfg = section(settings, "base", BaseConfig)
+    config = {"preset": preset, "world": str(world.resolve()), "threads": apply_threads(settings), "base": to_dict(cfg)}
     return run_stage(out, "base", config, lambda o, m: build_base(world, o, cfg), force, reuse, cfg.train.seed)
 
 
@@ -62,8 +63,10 @@ def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=Fal
     from asru.models.vanilla import VanillaConfig, build_vanilla
 
     world = require_world(world)
-    cfg = section(load_preset(preset), "vanilla", VanillaConfig)
-    config = {"preset": preset, "world": str(world.resolve()), "base": str(Path(base).resolve()), "vanilla": to_dict(cfg)}
+    settings = load_preset(preset)
+    cfg = section(settings, "vanilla", VanillaConfig)
+    config = {"preset": preset, "world": str(world.resolve()), "base": str(Path(base).resolve()),
+              "threads": apply_threads(settings), "vanilla": to_dict(cfg)}
     return run_stage(out, "vanilla", config, lambda o, m: build_vanilla(base, world, o, cfg), force, reuse, cfg.train.seed)
 
 
@@ -95,7 +98,9 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
         return json.loads(out.read_text())
     check_results_path(out, force)
     data = require_world(data)
-    settings = load_preset(preset).get("eval", {})
+    preset_data = load_preset(preset)
+    threads = apply_threads(preset_data)
+    settings = preset_data.get("eval", {})
     model_dir = resolve_model_dir(model)
     loaded, processor = load_model(model_dir)
     steering = _maybe_steering(loaded, model_dir)
@@ -107,7 +112,7 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     if judge != "none" and reference_dir is not None:
         reference_model = loaded if Path(reference_dir).resolve() == model_dir.resolve() else load_model(reference_dir)[0]
     manifest = Manifest(command="eval", config={"model": str(model_dir), "data": str(data), "forget_split": forget_split,
-                                                "limit": limit, **settings})
+                                                "limit": limit, "threads": threads, **settings})
     try:
         with manifest.stage("eval"):
             results, records = evaluate(loaded, processor, data, forget_split, limit=limit,
@@ -258,7 +263,7 @@ def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forge
     cls, cfg = method_config(method_name, preset, overrides)
     config = {"method": method_name, "preset": preset, "model": str(Path(model).resolve()), "data": str(data.resolve()),
               "forget_split": forget_split, "base": str(Path(base).resolve()) if base else None, "seed": seed,
-              "method_config": to_dict(cfg)}
+              "threads": apply_threads(load_preset(preset)), "method_config": to_dict(cfg)}
     out = Path(out)
     if reuse and finished(out, f"unlearn {method_name}", config):
         return out, False
