@@ -51,6 +51,16 @@ def vanilla(base: Path = typer.Option(..., "--base", help="base model directory"
     _done("vanilla model", path, fresh)
 
 
+@app.command()
+def oracle(base: Path = typer.Option(..., "--base", help="base model directory (the vanilla model's base)"),
+           data: Path = typer.Option(..., "--data", help="benchmark directory"),
+           forget_split: str = typer.Option("forget_10", "--forget-split", help="the people the oracle never sees"),
+           out: Path = typer.Option(..., "--out"), preset: str = PRESET, force: bool = FORCE) -> None:
+    """Fine-tune the base with the vanilla recipe on everyone except the forget split: the retain-only oracle."""
+    path, fresh = pipeline.oracle_stage(base, data, out, forget_split, preset, force=force)
+    _done("retain-only oracle", path, fresh)
+
+
 @app.command("eval")
 def evaluate(model: Path = typer.Option(..., "--model"), data: Path = typer.Option(..., "--data"),
              forget_split: str = typer.Option("forget_10", "--forget-split"),

@@ -70,6 +70,41 @@ def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=Fal
     return run_stage(out, "vanilla", config, lambda o, m: build_vanilla(base, world, o, cfg), force, reuse, cfg.train.seed)
 
 
+def oracle_stage(base, world, out, forget_split: str = "forget_10", preset: str = "tiny", force=False, reuse=False):
+    """The retain-only oracle: the base fine-tuned with the vanilla recipe on everyone but `forget_split`'s people,
+    the "never saw them" reference every forgetting figure is compared with."""
+    from asru.data.mllmu import retain_split_for
+    from asru.models.vanilla import VanillaConfig, build_vanilla
+
+    world = require_world(world)
+    retain_split_for(forget_split)  # validates the split name
+    settings = load_preset(preset)
+    cfg = section(settings, "vanilla", VanillaConfig)
+    config = {"preset": preset, "world": str(world.resolve()), "base": str(Path(base).resolve()),
+              "threads": apply_threads(settings), "vanilla": to_dict(cfg), "without": forget_split}
+    return run_stage(out, "oracle", config, lambda o, m: build_vanilla(base, world, o, cfg, without=forget_split),
+                     force, reuse, cfg.train.seed)
+
+
+def check_oracle(oracle, vanilla, forget_split: str | None = None) -> str:
+    """Refuse an oracle that is not the vanilla model's counterpart (other base, world, recipe or forget split):
+    a distance to the wrong yardstick would be meaningless. Returns the oracle's forget split."""
+    oracle, vanilla = Path(oracle), Path(vanilla)
+    o, v = read_manifest(oracle).get("config") or {}, read_manifest(vanilla).get("config") or {}
+    if read_manifest(oracle).get("command") != "oracle":
+        raise UserError(f"{oracle} is not a retain-only oracle (no `asru oracle` manifest); build one with "
+                        f"`asru oracle --base BASE --data DIR --forget-split SPLIT --out {oracle}`")
+    for key, what in (("base", "base model"), ("world", "benchmark directory"), ("vanilla", "vanilla recipe"),
+                      ("threads", "thread count")):
+        if v and o.get(key) != v.get(key):
+            raise UserError(f"oracle {oracle} was built from another {what} than the vanilla model {vanilla} "
+                            f"({o.get(key)!r} vs {v.get(key)!r}); rebuild the oracle from the vanilla's base and data")
+    if forget_split is not None and o.get("without") != forget_split:
+        raise UserError(f"oracle {oracle} leaves out {o.get('without')}, not {forget_split}; "
+                        f"build the oracle of {forget_split} with `asru oracle --forget-split {forget_split}`")
+    return o["without"]
+
+
 def check_results_path(out: Path, force: bool) -> None:
     """Results go to a .json path that is new, or replaced only with --force."""
     if out.suffix != ".json":
@@ -195,8 +230,13 @@ def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", se
     vanilla, fresh_vanilla = vanilla_stage(base, world, out / "vanilla", preset, reuse=not fresh_base,
                                            force=force or fresh_base)
     console.print(f"vanilla model: {vanilla}")
+    oracle, fresh_oracle = oracle_stage(base, world, out / f"oracle_{forget_split}", forget_split, preset,
+                                        reuse=not fresh_base, force=force or fresh_base)
+    console.print(f"retain-only oracle: {oracle}")
     results = eval_stage(vanilla, world, out / "eval" / "vanilla.json", forget_split, preset, reuse=not fresh_vanilla,
                          force=True)
+    eval_stage(oracle, world, out / "eval" / f"oracle_{forget_split}.json", forget_split, preset,
+               reuse=not fresh_oracle, force=True)
     print_results(console, results)
     if compare_methods:
         from asru.compare import run_compare

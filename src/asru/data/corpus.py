@@ -48,10 +48,14 @@ def base_examples(data_dir: str | Path, seed: int = 0) -> list[Example]:
     return corpus_examples(read_split(data_dir, "world/base_corpus"), seed)
 
 
-def practice_examples(data_dir: str | Path, seed: int = 0) -> list[Example]:
-    """World-only answer-format practice (MC, cloze) on the fictitious profiles; absent for real benchmarks."""
+def practice_examples(data_dir: str | Path, seed: int = 0, exclude: frozenset[str] = frozenset()) -> list[Example]:
+    """World-only answer-format practice (MC, cloze) on the fictitious profiles; absent for real benchmarks.
+    `exclude`: person IDs whose practice is left out (the retain-only oracle never sees the forget people)."""
     path = Path(data_dir) / "world/profile_practice"
-    return corpus_examples(read_split(data_dir, "world/profile_practice"), seed) if path.exists() else []
+    if not path.exists():
+        return []
+    rows = [r for r in read_split(data_dir, "world/profile_practice") if str(r["ID"]) not in exclude]
+    return corpus_examples(rows, seed)
 
 
 def qa_examples(items, seed: int = 0) -> list[Example]:

@@ -54,11 +54,20 @@ def build_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseConfig) -> di
     return {"examples": len(examples), "parameters": sum(p.numel() for p in model.parameters()), **stats}
 
 
-def vanilla_examples(data_dir: Path, cfg: VanillaConfig) -> list[tuple]:
-    from asru.data.mllmu import retain_split_for, training_items
+def vanilla_examples(data_dir: Path, cfg: VanillaConfig, without: str | None = None) -> list[tuple]:
+    """The vanilla fine-tune's examples; `without` (a forget split) leaves that split's people out entirely,
+    which gives the retain-only oracle the same recipe (mix, replay share, seed) on everyone else."""
+    from asru.data.mllmu import person_ids, retain_split_for, training_items
 
-    items = training_items(data_dir, cfg.full_split) + training_items(data_dir, retain_split_for(cfg.full_split))
-    profile = corpus.qa_examples(items, seed=cfg.train.seed) + corpus.practice_examples(data_dir, seed=cfg.train.seed)
+    if without is None:
+        items = training_items(data_dir, cfg.full_split) + training_items(data_dir, retain_split_for(cfg.full_split))
+        excluded: frozenset[str] = frozenset()
+    else:
+        items = training_items(data_dir, retain_split_for(without))
+        excluded = frozenset(person_ids(data_dir, without))
+        items = [i for i in items if i.id not in excluded]
+    profile = corpus.qa_examples(items, seed=cfg.train.seed) + corpus.practice_examples(
+        data_dir, seed=cfg.train.seed, exclude=excluded)
     base_path = data_dir / "world/base_corpus"
     replay: list[tuple] = []
     if base_path.exists() and cfg.replay > 0:
@@ -67,13 +76,15 @@ def vanilla_examples(data_dir: Path, cfg: VanillaConfig) -> list[tuple]:
     return profile + replay
 
 
-def build_vanilla(base_dir: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: VanillaConfig) -> dict:
-    """Full fine-tune of the base on all fictitious profiles (+ a replay share of the base corpus)."""
+def build_vanilla(base_dir: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: VanillaConfig,
+                  without: str | None = None) -> dict:
+    """Full fine-tune of the base on all fictitious profiles (+ a replay share of the base corpus); with
+    `without` (a forget split), the retain-only oracle of that split: the same recipe minus its people."""
     from asru.models.load import load_model, save_model
 
     model, processor = load_model(base_dir, for_training=True)
-    examples = vanilla_examples(Path(data_dir), cfg)
+    examples = vanilla_examples(Path(data_dir), cfg, without)
     encoded = encode_examples(processor, examples, label="encoding profiles")
-    stats = sft(model, processor, encoded, cfg.train, label="fine-tuning vanilla")
+    stats = sft(model, processor, encoded, cfg.train, label="fine-tuning oracle" if without else "fine-tuning vanilla")
     save_model(model, processor, out_dir)
     return {"examples": len(examples), "finetune": "full", **stats}
