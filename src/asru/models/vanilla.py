@@ -10,6 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from asru.data import corpus
+from asru.data.augment import with_augmented_copies
+from asru.errors import UserError
 from asru.data.prompts import CLOZE_INSTRUCTION, GEN_INSTRUCTION, MC_INSTRUCTION
 from asru.models.tiny import TinyConfig, build_processor, build_tiny_model, build_tokenizer, save_tiny
 from asru.training import TrainConfig, encode_examples, sft
@@ -27,6 +29,13 @@ class VanillaConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1800, lr=1e-3, warmup_steps=50))
     replay: float = 0.5  # base-corpus examples mixed in, as a share of the profile examples (keeps old skills)
     full_split: str = "forget_15"  # forget_15 + retain_85 = every fictitious person
+    augment: int = 0  # augmented copies of every profile example with an image (data/augment.py)
+
+    def __post_init__(self) -> None:
+        if self.replay < 0:
+            raise UserError(f"vanilla.replay must be >= 0 (a share of the profile examples), got {self.replay}")
+        if isinstance(self.augment, bool) or not isinstance(self.augment, int) or self.augment < 0:
+            raise UserError(f"vanilla.augment must be a whole number of copies >= 0, got {self.augment!r}")
 
 
 def world_texts(data_dir: Path) -> list[str]:
@@ -68,6 +77,7 @@ def vanilla_examples(data_dir: Path, cfg: VanillaConfig, without: str | None = N
         items = [i for i in items if i.id not in excluded]
     profile = corpus.qa_examples(items, seed=cfg.train.seed) + corpus.practice_examples(
         data_dir, seed=cfg.train.seed, exclude=excluded)
+    profile = with_augmented_copies(profile, cfg.augment, seed=cfg.train.seed)
     base_path = data_dir / "world/base_corpus"
     replay: list[tuple] = []
     if base_path.exists() and cfg.replay > 0:
