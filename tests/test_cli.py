@@ -175,7 +175,11 @@ def test_demo_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     assert run(args, capsys)[0] == 0
     report = out / "compare_forget_10" / "report" / "report.html"
     assert report.exists() and (out / "eval" / "vanilla.json").exists()
-    stamps = {p: p.stat().st_mtime for p in (out / "base" / "manifest.json", out / "vanilla" / "manifest.json")}
+    assert (out / "oracle_forget_10" / "config.json").exists()  # the retain-only oracle of the demo's split
+    assert (out / "eval" / "oracle_forget_10.json").exists() and (out / "eval" / "base.json").exists()
+    trained = (out / "base" / "manifest.json", out / "vanilla" / "manifest.json", out / "oracle_forget_10" / "manifest.json",
+               out / "eval" / "base.json")
+    stamps = {p: p.stat().st_mtime for p in trained}
     assert run(args, capsys)[0] == 0
-    for path, stamp in stamps.items():  # base and vanilla were reused, not retrained
+    for path, stamp in stamps.items():  # base, vanilla and oracle were reused, not retrained
         assert path.stat().st_mtime == stamp

@@ -237,6 +237,9 @@ def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", se
                          force=True)
     eval_stage(oracle, world, out / "eval" / f"oracle_{forget_split}.json", forget_split, preset,
                reuse=not fresh_oracle, force=True)
+    # the base model's own figures: what the fine-tune must add (profiles) and must not erode (celebrities, refusals)
+    eval_stage(base, world, out / "eval" / "base.json", forget_split, preset, judge="none", reuse=not fresh_base,
+               force=True)
     print_results(console, results)
     if compare_methods:
         from asru.compare import run_compare

@@ -1,0 +1,152 @@
+"""Regenerate the figure tables of docs/results.md and the README status from a finished demo directory.
+
+    python benchmarks/refresh_docs.py [--runs runs/demo] [--check]
+
+Each generated table sits between `<!-- figures:NAME -->` and `<!-- /figures:NAME -->` markers; everything
+outside the markers is prose and is left alone. The figures come only from the run directory (results JSONs and
+manifests), so docs cannot drift from what the code produces: re-run `make demo` on a fresh clone, then this
+script, and the docs state what that clone measured. `--check` changes nothing and exits 1 when a table is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = (ROOT / "docs" / "results.md", ROOT / "README.md")
+
+
+class NotADemo(Exception):
+    pass
+
+
+def _load(path: Path) -> dict:
+    if not path.exists():
+        raise NotADemo(f"{path} is missing; run `make demo` (or `asru demo --out DIR`) to finish the demo first")
+    return json.loads(path.read_text())
+
+
+def _seconds(run_dir: Path) -> float:
+    manifest = _load(run_dir / "manifest.json")
+    if manifest.get("status") != "done":
+        raise NotADemo(f"{run_dir} did not finish (status {manifest.get('status')!r}); re-run `make demo`")
+    return sum(s["seconds"] for s in manifest.get("stages", {}).values())
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _row(name: str, value, target: str, met: bool | None) -> str:
+    mark = "" if met is None else (" ✓" if met else " ✗")
+    return f"| {name} | {_f(value) if not isinstance(value, str) else value} | {target}{mark} |"
+
+
+def vanilla_table(runs: Path, split: str) -> str:
+    """The testbed's vanilla and base models against the targets the embedded default is held to."""
+    v = _load(runs / "eval" / "vanilla.json")
+    b = _load(runs / "eval" / "base.json")
+    threads = _load(runs / "vanilla" / "manifest.json").get("torch_threads")
+    minutes = (_seconds(runs / "base") + _seconds(runs / "vanilla")) / 60
+    base_mc = max(b[s][k] for s in ("forget", "retain") for k in ("mc_image_acc", "mc_text_acc"))
+    rows = [
+        "| figure | measured | target |", "|---|---|---|",
+        _row("base + vanilla training (min)", f"{minutes:.1f}", "<= 20", minutes <= 20),
+        _row("generation answer-contains, training wording: forget", v["forget"]["gen_contains"], ">= 0.95",
+             v["forget"]["gen_contains"] >= 0.95),
+        _row("generation answer-contains, training wording: retain", v["retain"]["gen_contains"], ">= 0.95",
+             v["retain"]["gen_contains"] >= 0.95),
+        _row("cloze: forget / retain", f"{_f(v['forget']['cloze_acc'])} / {_f(v['retain']['cloze_acc'])}", ">= 0.95",
+             min(v["forget"]["cloze_acc"], v["retain"]["cloze_acc"]) >= 0.95),
+        _row("Test_Set answer-contains (unseen views, paraphrases)", v["test"]["gen_contains"], ">= 0.60",
+             v["test"]["gen_contains"] >= 0.60),
+        _row("celebrity answer-contains (base model)", f"{_f(v['celebrity']['gen_contains'])} "
+             f"({_f(b['celebrity']['gen_contains'])})", ">= the base's",
+             v["celebrity"]["gen_contains"] >= b["celebrity"]["gen_contains"]),
+        _row("refusals on never-seen faces: image / text",
+             f"{_f(v['unseen_refusal_rate_image'])} / {_f(v['unseen_refusal_rate_text'])}", ">= 0.80",
+             min(v["unseen_refusal_rate_image"], v["unseen_refusal_rate_text"]) >= 0.80),
+        _row("general VQA", v["general_vqa_acc"], ">= 0.75", v["general_vqa_acc"] >= 0.75),
+        _row("generated-letter MC (official protocol): forget / retain, image / text",
+             " / ".join(_f(v[s][k]) for s in ("forget", "retain") for k in ("mc_image_acc", "mc_text_acc")),
+             "reported (chance on the tiny preset)", None),
+        _row("base model generated-letter MC on fictitious people (max)", base_mc, "<= 0.40", base_mc <= 0.40),
+    ]
+    oracle_path = runs / "eval" / f"oracle_{split}.json"
+    if oracle_path.exists():
+        o = _load(oracle_path)
+        rows.append(_row(f"retain-only oracle ({split}): forget / retain answer-contains",
+                         f"{_f(o['forget']['gen_contains'])} / {_f(o['retain']['gen_contains'])}", "reported", None))
+    note = f"\n\nMeasured with {threads} torch threads (the preset's `threads`), from `{runs}`."
+    return "\n".join(rows) + note
+
+
+def null_edit_table(runs: Path, split: str) -> str | None:
+    path = runs / f"null_edit_{split}" / "eval.json"
+    if not path.exists():
+        return None
+    v, e = _load(runs / "eval" / "vanilla.json"), _load(path)
+    change = 100 * (e["retain"]["gen_contains"] - v["retain"]["gen_contains"])
+    return "\n".join(["| figure | measured | target |", "|---|---|---|",
+                      _row("null edit (50 retain-only CE steps): retain answer-contains change (points)",
+                           f"{change:+.1f}", "within 2", abs(change) <= 2)])
+
+
+def readme_status(runs: Path) -> str:
+    v = _load(runs / "eval" / "vanilla.json")
+    return (f"The vanilla model states its training facts in {v['forget']['gen_contains']:.0%} (forget people) / "
+            f"{v['retain']['gen_contains']:.0%} (retain people) of generation answers, fills "
+            f"{v['forget']['cloze_acc']:.0%} / {v['retain']['cloze_acc']:.0%} of cloze items, answers the Test_Set's "
+            f"unseen views and paraphrases in {v['test']['gen_contains']:.0%}, refuses "
+            f"{v['unseen_refusal_rate_image']:.0%} / {v['unseen_refusal_rate_text']:.0%} of privacy questions on "
+            f"never-seen faces (image / text) and answers {v['general_vqa_acc']:.0%} of general visual questions.")
+
+
+def blocks(runs: Path, split: str) -> dict[str, str]:
+    out = {"vanilla": vanilla_table(runs, split), "readme-status": readme_status(runs)}
+    null = null_edit_table(runs, split)
+    if null is not None:
+        out["null-edit"] = null
+    return out
+
+
+def substitute(text: str, generated: dict[str, str]) -> str:
+    for name, body in generated.items():
+        pattern = re.compile(rf"(<!-- figures:{re.escape(name)} -->\n).*?(\n<!-- /figures:{re.escape(name)} -->)", re.S)
+        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--forget-split", default="forget_10")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a table is stale; change nothing")
+    args = parser.parse_args()
+    try:
+        if not (args.runs / "vanilla" / "config.json").exists():
+            raise NotADemo(f"{args.runs} is not a finished demo directory (no vanilla/config.json); "
+                           "run `make demo` first or pass --runs DIR")
+        generated = blocks(args.runs, args.forget_split)
+    except NotADemo as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    stale = []
+    for path in TARGETS:
+        text = path.read_text()
+        new = substitute(text, generated)
+        if new != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(new)
+    verb = "stale" if args.check else "updated"
+    print(f"{verb}: {', '.join(str(p.relative_to(ROOT)) for p in stale) or 'nothing'}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
