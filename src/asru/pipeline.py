@@ -91,23 +91,26 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     from asru.models.load import load_model
 
     out = Path(out)
-    if reuse and out.exists() and out.suffix == ".json":
-        return json.loads(out.read_text())
-    check_results_path(out, force)
+    if judge not in ("offline", "llm", "none"):
+        raise UserError(f"--judge must be offline, llm or none, got '{judge}'")
     data = require_world(data)
     settings = load_preset(preset).get("eval", {})
     model_dir = resolve_model_dir(model)
+    reference_dir = (reference or _vanilla_of(model_dir)) if judge != "none" else None
+    identity = eval_identity(model_dir, data, forget_split, limit, judge, reference_dir, llm, settings)
+    if reuse:
+        previous = _previous_results(out)
+        if previous is not None and previous.get("meta", {}).get("identity") == identity:
+            return previous
+        force = True  # reuse mode owns `out`: a result of another model, data or config is stale, so replaced
+    check_results_path(out, force)
     loaded, processor = load_model(model_dir)
     steering = _maybe_steering(loaded, model_dir)
-    if judge not in ("offline", "llm", "none"):
-        raise UserError(f"--judge must be offline, llm or none, got '{judge}'")
     llm_judge = _llm_judge(llm, out) if judge == "llm" else None
-    reference_dir = reference or _vanilla_of(model_dir)
     reference_model = None
-    if judge != "none" and reference_dir is not None:
+    if reference_dir is not None:
         reference_model = loaded if Path(reference_dir).resolve() == model_dir.resolve() else load_model(reference_dir)[0]
-    manifest = Manifest(command="eval", config={"model": str(model_dir), "data": str(data), "forget_split": forget_split,
-                                                "limit": limit, **settings})
+    manifest = Manifest(command="eval", config=identity)
     try:
         with manifest.stage("eval"):
             results, records = evaluate(loaded, processor, data, forget_split, limit=limit,
@@ -120,10 +123,39 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     finally:
         if steering is not None:
             steering.close()
+    results["meta"]["identity"] = identity
     write_results(results, records, out)
     manifest.extra["status"] = "done"
     manifest.write(out.parent, name=out.stem + ".manifest.json")
     return results
+
+
+def eval_identity(model_dir: Path, data: Path, forget_split: str, limit, judge: str, reference_dir,
+                  llm: dict | None, settings: dict) -> dict:
+    """What an evaluation's numbers depend on: the model (and perplexity reference) by path and content
+    fingerprint, the data by path and fingerprint, the split, the judge and the protocol settings. Stored in
+    results.json `meta.identity`; a result is reused only when all of it matches (a file that merely exists
+    may be another model's, an older checkpoint's or another preset's)."""
+    from asru.manifest import tree_fingerprint
+
+    def model_id(path):
+        return None if path is None else {"path": str(Path(path).resolve()), "fingerprint": tree_fingerprint(path)}
+
+    return json.loads(json.dumps({
+        "model": model_id(model_dir), "data": {"path": str(data.resolve()), "fingerprint": tree_fingerprint(data)},
+        "forget_split": forget_split, "limit": limit, "judge": judge, "reference": model_id(reference_dir),
+        "llm_judge": {k: (llm or {}).get(k) for k in ("url", "model")} if judge == "llm" else None,
+        "settings": settings}, default=str))
+
+
+def _previous_results(out: Path) -> dict | None:
+    """The results JSON at `out` with its items file, or None (absent, torn, or not a results file)."""
+    try:
+        results = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return None
+    items = out.with_name(out.stem + ".items.jsonl")
+    return results if isinstance(results, dict) and items.exists() else None
 
 
 def _llm_judge(llm: dict | None, out: Path):
