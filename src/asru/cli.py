@@ -94,9 +94,16 @@ def unlearn(method: str = typer.Argument(..., help="method name (see `asru metho
             preset: str = PRESET, stage: Optional[int] = typer.Option(None, "--stage", help="ASRU: run only stage 1 or 2"),
             set_: Optional[list[str]] = typer.Option(None, "--set", help="method option override key=value (repeatable)"),
             seed: int = typer.Option(0, "--seed"), resume: bool = typer.Option(False, "--resume", help="continue a killed run"),
+            retain_fraction: float = typer.Option(1.0, "--retain-fraction",
+                                                  help="share (0, 1] of the retain people the method may use (seeded)"),
             force: bool = FORCE) -> None:
     """Unlearn the forget split from the vanilla model with METHOD."""
+    from asru.methods import get_method
+
     overrides = pipeline.parse_overrides(set_)
+    if retain_fraction != 1.0 and not get_method(method).uses_retain:
+        err_console.print(f"[yellow]note:[/yellow] {method} uses no retain data; --retain-fraction is ignored",
+                          highlight=False)
     if stage is not None:
         if method not in ("asru", "rule"):
             raise UserError(f"--stage applies to asru and rule only, not '{method}'")
@@ -104,7 +111,8 @@ def unlearn(method: str = typer.Argument(..., help="method name (see `asru metho
             raise UserError(f"--stage must be 1 or 2, got {stage}")
         overrides["stages"] = [stage]
     path, fresh = pipeline.unlearn_stage(method, model, data, out, forget_split, base=base, preset=preset,
-                                         overrides=overrides, seed=seed, resume=resume, force=force)
+                                         overrides=overrides, seed=seed, resume=resume, force=force,
+                                         retain_fraction=retain_fraction)
     _done(f"{method} model", path / "model", fresh)
 
 
@@ -123,13 +131,23 @@ def compare(data: Path = typer.Option(..., "--data", help=DATA_HELP), model: Pat
             forget_split: str = typer.Option("forget_10", "--forget-split"),
             methods: str = typer.Option("all", "--methods", help="comma-separated method names, or all"),
             seeds: int = typer.Option(1, "--seeds", min=1), out: Path = typer.Option(..., "--out"),
-            preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated")) -> None:
-    """Run (or reuse) every method x seed, evaluate them all, and write the comparison report."""
+            preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated"),
+            retain_fraction: Optional[list[str]] = typer.Option(
+                None, "--retain-fraction", help="retain budget(s) in (0, 1], comma-separated or repeated, e.g. 0.05,0.25,1")) -> None:
+    """Run (or reuse) every method x retain budget x seed, evaluate them all, and write the comparison report."""
     from asru.compare import expand_methods, run_compare
 
     summary = run_compare(console, data, pipeline.resolve_model_dir(model), base, out, forget_split,
-                          expand_methods(methods), seeds, preset, limit)
+                          expand_methods(methods), seeds, preset, limit,
+                          retain_fractions=_fractions(retain_fraction or ["1"]))
     console.print(f"[green]report[/green] {summary['report_html']}")
+
+
+def _fractions(values: list[str]) -> list[float]:
+    try:
+        return [float(v) for value in values for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--retain-fraction takes numbers in (0, 1], e.g. 0.05,0.25,1; got {','.join(values)}") from None
 
 
 @app.command()

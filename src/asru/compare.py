@@ -60,11 +60,12 @@ def expand_methods(spec: str) -> list[str]:
 
 def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path, forget_split: str,
                 methods: Sequence[str], seeds: int, preset: str, limit: int | None = None,
-                vanilla_results: Path | None = None) -> dict:
-    """Unlearn + evaluate every (method, seed), evaluate the vanilla model, write the report.
+                vanilla_results: Path | None = None, retain_fractions: Sequence[float] = (1.0,)) -> dict:
+    """Unlearn + evaluate every (method, retain budget, seed), evaluate the vanilla model, write the report.
 
     `vanilla_results`: an evaluation of the same vanilla model with the same settings (the demo's), copied
-    instead of evaluating the vanilla model a second time."""
+    instead of evaluating the vanilla model a second time. `retain_fractions`: retain budgets
+    (docs/compare.md); a run at budget F < 1 is labelled `<method>@<F>`, at 1.0 plainly `<method>`."""
     from asru.eval.report import load_run, write_report
 
     out = Path(out)
@@ -75,23 +76,55 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
         _copy_results(Path(vanilla_results), own_vanilla)
     pipeline.eval_stage(vanilla, data, own_vanilla, forget_split, preset, limit=limit, reuse=True)
     runs.append(load_run(own_vanilla, label="vanilla"))
-    for method in methods:
+    for method, fraction, label in budget_labels(console, methods, retain_fractions):
         for seed in range(seeds):
-            run_dir = out / "runs" / method / f"seed{seed}"
-            console.print(f"[bold]{method}[/bold] seed {seed}")
+            run_dir = out / "runs" / label / f"seed{seed}"
+            console.print(f"[bold]{label}[/bold] seed {seed}")
+            check_budget(run_dir, label, fraction)
             _, retrained = pipeline.unlearn_stage(method, vanilla, data, run_dir, forget_split, base=base,
-                                                  preset=preset, seed=seed, reuse=True, force=True)
-            results = out / "results" / method / f"seed{seed}.json"
+                                                  preset=preset, seed=seed, reuse=True, force=True,
+                                                  retain_fraction=fraction)
+            results = out / "results" / label / f"seed{seed}.json"
             # a retrained run (its configuration changed) must not keep the evaluation of the model it replaced
             pipeline.eval_stage(run_dir, data, results, forget_split, preset, limit=limit, reference=vanilla,
                                 reuse=not retrained, force=retrained)
             manifest = json.loads((run_dir / "manifest.json").read_text())
-            runs.append(load_run(results, label=method, manifest=manifest))
+            runs.append(load_run(results, label=label, manifest=manifest))
     claims = relative_claims(runs)
     (out / "claims.json").write_text(json.dumps(claims, indent=2))
     notes = claims_markdown(claims) + "\n\n" + tuning_markdown(load_preset(preset), methods)
     md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})", notes_md=notes)
     return {"report_md": str(md), "report_html": str(html), "claims": claims}
+
+
+def budget_labels(console, methods: Sequence[str], fractions: Sequence[float]) -> list[tuple[str, float, str]]:
+    """(method, fraction, label) for every run of the sweep; a method that reads no retain data runs once."""
+    from asru.data.budget import FULL, check_fraction
+    from asru.methods import get_method
+
+    fractions = list(dict.fromkeys(check_fraction(f) for f in fractions)) or [FULL]
+    plan = []
+    for method in methods:
+        if not get_method(method).uses_retain:
+            if fractions != [FULL]:
+                console.print(f"{method} uses no retain data: one run serves every retain budget")
+            plan.append((method, FULL, method))
+            continue
+        plan += [(method, f, method if f == FULL else f"{method}@{f:g}") for f in fractions]
+    return plan
+
+
+def check_budget(run_dir: Path, label: str, fraction: float) -> None:
+    """A compare directory never swaps a run of one retain budget for another under the same label."""
+    from asru.manifest import read_manifest
+
+    config = read_manifest(run_dir).get("config")
+    if config is None:
+        return
+    previous = config.get("retain_fraction", 1.0)
+    if previous != fraction:
+        raise UserError(f"{run_dir} holds a '{label}' run made with retain fraction {previous:g}, not {fraction:g}; "
+                        "use a new --out for this comparison, or move that run away")
 
 
 def _copy_results(source: Path, target: Path) -> None:

@@ -280,23 +280,29 @@ def method_config(method_name: str, preset: str, overrides: dict[str, Any] | Non
 
 def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forget_10", *, base=None,
                   preset: str = "tiny", overrides: dict[str, Any] | None = None, seed: int = 0,
-                  resume: bool = False, force: bool = False, reuse: bool = False) -> tuple[Path, bool]:
-    """Run one unlearning method from the vanilla model; the run directory holds `model/` and a manifest."""
+                  resume: bool = False, force: bool = False, reuse: bool = False,
+                  retain_fraction: float = 1.0) -> tuple[Path, bool]:
+    """Run one unlearning method from the vanilla model; the run directory holds `model/` and a manifest.
+
+    `retain_fraction` < 1: the method sees only that share of the retain people (asru.data.budget); it enters
+    the run's config only then, and only for methods that read retain data, so full-budget runs stay reusable."""
+    from asru.data.budget import FULL, check_fraction
     from asru.data.mllmu import retain_split_for
     from asru.methods import UnlearnContext
 
     data = require_world(data)
     retain_split_for(forget_split)  # validates the split name
     cls, cfg = method_config(method_name, preset, overrides)
+    fraction = check_fraction(retain_fraction) if cls.uses_retain else FULL
     config = {"method": method_name, "preset": preset, "model": str(Path(model).resolve()), "data": str(data.resolve()),
               "forget_split": forget_split, "base": str(Path(base).resolve()) if base else None, "seed": seed,
-              "method_config": to_dict(cfg)}
+              "method_config": to_dict(cfg), **({"retain_fraction": fraction} if fraction != FULL else {})}
     out = Path(out)
     if reuse and finished(out, f"unlearn {method_name}", config):
         return out, False
     ctx = UnlearnContext(model_dir=resolve_model_dir(model), data_dir=data, forget_split=forget_split, out_dir=out,
-                         base_dir=Path(base) if base else None, seed=seed, resume=resume)
-    ctx.retain_items  # noqa: B018 - validate the data (non-empty forget, disjoint people) before writing anything
+                         base_dir=Path(base) if base else None, seed=seed, resume=resume, retain_fraction=fraction)
+    ctx.retain_items  # noqa: B018 - validate the data (non-empty forget, disjoint people, budget) before writing
     if resume:
         previous = read_manifest(out)
         if previous and previous.get("config") != json.loads(json.dumps(config, default=str)):
@@ -306,6 +312,7 @@ def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forge
     else:
         out = fresh_output_dir(out, force=force)
     manifest = Manifest(command=f"unlearn {method_name}", config=config, seed=seed)
+    manifest.extra["retain_budget"] = {**ctx.retain_budget.record(), "used": cls.uses_retain}
     manifest.extra["status"] = "running"
     manifest.write(out)
     ctx.out_dir, ctx.manifest = out, manifest
