@@ -134,3 +134,25 @@ def test_compare_labels_budgets_and_refuses_a_run_of_another_budget(tmp_path):
         check_budget(run_dir, "ga_diff", 1.0)
     with pytest.raises(UserError, match=r"\(0, 1\]"):
         budget_labels(Console(quiet=True), ["ga_diff"], [0.0])
+
+
+def test_fourth_claim_compares_asru_at_the_smallest_budget_with_the_baselines():
+    from asru.compare import budget_claim, budget_markdown
+
+    def fig(eff, util):
+        return {"effectiveness": eff, "utility_change_points": util}
+
+    per_method = {"ga": fig(0.5, -20.0), "ga_diff@0.05": fig(0.4, -12.0), "ga_diff": fig(0.4, -4.0),
+                  "asru@0.05": fig(0.3, -1.0), "asru": fig(0.3, -0.5)}
+    plan = [("ga", 1.0, "ga"), ("ga_diff", 0.05, "ga_diff@0.05"), ("ga_diff", 1.0, "ga_diff"),
+            ("asru", 0.05, "asru@0.05"), ("asru", 1.0, "asru")]
+    claim = budget_claim(per_method, plan, [0.05, 1.0])
+    assert claim["fractions"] == [0.05, 1.0] and claim["asru_utility_change_at_smallest"] == -1.0
+    # GA ignores the budget: its one run counts at every budget
+    assert claim["baselines_utility_change_at_smallest"] == {"ga": -20.0, "ga_diff": -12.0}
+    assert claim["mean_baseline_at_smallest"] == -16.0 and claim["mean_baseline_at_largest"] == -12.0
+    text = budget_markdown(claim)
+    assert "| ga_diff | 0.400 / -12.0 | 0.400 / -4.0 |" in text and "-1.0 points" in text
+    assert budget_claim(per_method, [("ga", 1.0, "ga")], [1.0]) is None
+    only_small = budget_claim(per_method, plan[:2] + plan[3:4], [0.05])
+    assert only_small is None  # one budget: nothing to sweep
