@@ -1,7 +1,7 @@
 """Does a model that *has* the option-lookup skill answer the world's MC questions? (issue 2, negative result)
 
-    python benchmarks/mc_curriculum.py --world runs/demo/world --out runs/mc_curriculum [--steps 3000]
-    asru vanilla --base runs/mc_curriculum --world runs/demo/world --out runs/mc_curriculum_vanilla
+    python benchmarks/mc_curriculum.py --data runs/demo/world --out runs/mc_curriculum [--steps 3000]
+    asru vanilla --base runs/mc_curriculum --data runs/demo/world --out runs/mc_curriculum_vanilla
     asru eval --model runs/mc_curriculum_vanilla --data runs/demo/world --out runs/mc_curriculum_eval.json
 
 Builds a base model like `asru base` but first trains it `--steps` steps on nothing but option lookup + binding
@@ -31,7 +31,7 @@ from asru.models.vanilla import BaseConfig, world_texts  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world", required=True, type=Path)
+    parser.add_argument("--data", "--world", dest="world", required=True, type=Path, help="world directory")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--steps", type=int, default=3000, help="curriculum steps before the base corpus")
     parser.add_argument("--group-by-length", action="store_true", help="length-grouped batches in both phases")

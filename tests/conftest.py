@@ -29,6 +29,19 @@ def micro_models(micro_world, tmp_path_factory):
     return base, vanilla
 
 
+@pytest.fixture(scope="session")
+def micro_refusing_base(micro_world, micro_models, tmp_path_factory):
+    """The micro base after 30 steps of refusal fine-tuning (the IDK method on the forget split): a real model that
+    really refuses (about 9 of the 24 probe prompts with the micro world's seed), so ASRU's refusal side and the
+    refusal metrics are measured on genuine generations, not on a stubbed detector. The plain micro base refuses
+    none of them (150 steps of pretraining are too few), which tests use for the "no refusal side" error."""
+    from asru.pipeline import unlearn_stage
+
+    out, _ = unlearn_stage("idk", micro_models[0], micro_world, tmp_path_factory.mktemp("refusing") / "run",
+                           "forget_10", preset="micro", overrides={"steps": 30, "lr": 3e-3, "batch_size": 8, "alpha": 0.0})
+    return out / "model"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """Tiny models are dominated by per-op overhead: one thread is faster, and immune to a busy machine."""

@@ -19,31 +19,18 @@ FAST = {"probe": {"max_prompts": 24, "max_new_tokens": 12},
                  "gradient_checkpointing": False}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def micro_base_refuses():
-    """The micro base model trains for seconds and rarely refuses; count its probe answers as refusals so the
-    pipeline has a refusal side (the detector itself is tested in test_refusal.py, the real figures come from
-    benchmarks/asru_tiny.py on the tiny preset)."""
-    import asru.steering.direction as direction
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(direction, "is_refusal", lambda text: True)
-        yield
-
-
 @pytest.fixture(scope="module")
-def asru_run(micro_world, micro_models, tmp_path_factory):
-    base, vanilla = micro_models
+def asru_run(micro_world, micro_models, micro_refusing_base, tmp_path_factory):
+    """ASRU with a base model that really refuses (conftest.micro_refusing_base): the steering vector's refusal
+    side comes from genuine refusals found by the real detector."""
     out = tmp_path_factory.mktemp("asru") / "run"
-    unlearn_stage("asru", vanilla, micro_world, out, "forget_10", base=base, preset="micro", overrides=FAST)
+    unlearn_stage("asru", micro_models[1], micro_world, out, "forget_10", base=micro_refusing_base, preset="micro",
+                  overrides=FAST)
     return out
 
 
-def test_no_refusals_on_the_probe_is_a_clear_error(micro_world, micro_models, tmp_path, monkeypatch):
-    import asru.steering.direction as direction
-
-    monkeypatch.setattr(direction, "is_refusal", lambda text: False)
-    base, vanilla = micro_models
+def test_no_refusals_on_the_probe_is_a_clear_error(micro_world, micro_models, tmp_path):
+    base, vanilla = micro_models  # the plain micro base refuses none of the probe prompts (real generations)
     with pytest.raises(UserError, match="refused none of the probe prompts"):
         unlearn_stage("asru", vanilla, micro_world, tmp_path / "r", "forget_10", base=base, preset="micro",
                       overrides={**FAST, "stages": [1]})
@@ -74,7 +61,9 @@ def test_stage1_trains_only_the_mlp_of_layer_l(asru_run, micro_models):
 def test_steering_vector_file_has_provenance(asru_run, micro_models):
     vector = SteeringVector.load(asru_run / "steering.safetensors")
     assert vector.vector.shape == (128,) and vector.layer >= 0
-    assert vector.metadata["positive_samples"] > 0 and vector.metadata["negative_samples"] > 0
+    # genuine refusals: some of the probe prompts, not all of them (a stubbed detector would accept every reply)
+    assert 0 < vector.metadata["positive_samples"] < vector.metadata["probe_prompts"]
+    assert vector.metadata["negative_samples"] > 0
     assert vector.metadata["vanilla_fingerprint"]
 
 
@@ -91,11 +80,10 @@ def test_steering_vector_from_another_model_is_refused(asru_run, micro_models, t
         foreign.check_compatible(model, micro_models[1])
 
 
-def test_resume_skips_finished_stages(asru_run, micro_world, micro_models):
-    base, vanilla = micro_models
+def test_resume_skips_finished_stages(asru_run, micro_world, micro_models, micro_refusing_base):
     before = (asru_run / "stage1.json").read_text()
-    unlearn_stage("asru", vanilla, micro_world, asru_run, "forget_10", base=base, preset="micro", overrides=FAST,
-                  resume=True)
+    unlearn_stage("asru", micro_models[1], micro_world, asru_run, "forget_10", base=micro_refusing_base,
+                  preset="micro", overrides=FAST, resume=True)
     manifest = json.loads((asru_run / "manifest.json").read_text())
     assert manifest["result"]["stage1"]["reused"] is True and manifest["result"]["stage2"]["reused"] is True
     assert (asru_run / "stage1.json").read_text() == before

@@ -183,3 +183,30 @@ def test_demo_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     assert run(args, capsys)[0] == 0
     for path, stamp in stamps.items():  # base, vanilla and oracle were reused, not retrained
         assert path.stat().st_mtime == stamp
+
+
+def test_data_is_the_benchmark_option_on_every_command(micro_world, tmp_path, capsys):
+    """--data names the benchmark directory everywhere; the old --world still works but is hidden."""
+    for command in ("base", "vanilla", "eval", "unlearn", "compare", "export-clear"):
+        code, out, _ = run([command, "--help"], capsys)
+        assert code == 0 and "--data" in out and "--world" not in out, command
+    code, _, err = run(["export-clear", "--data", micro_world, "--out", tmp_path / "clear"], capsys)
+    assert code == 0 and (tmp_path / "clear").is_dir() and "deprecated" not in err
+    code, _, err = run(["export-clear", "--world", micro_world, "--out", tmp_path / "clear2"], capsys)
+    assert code == 0 and (tmp_path / "clear2").is_dir() and "--world is deprecated; use --data" in err
+    code, _, err = run(["export-clear", "--out", tmp_path / "clear3"], capsys)
+    assert code == 2 and "--data" in one_line_error(err) and not (tmp_path / "clear3").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_truncated_or_corrupt_weights_are_one_line(micro_models, micro_world, tmp_path, capsys, damage):
+    model = tmp_path / "model"
+    shutil.copytree(micro_models[1], model)
+    weights = model / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 3] if damage == "truncated" else bytes(len(data)))
+    code, _, err = run(["eval", "--model", model, "--data", micro_world, "--out", tmp_path / "r.json",
+                        "--preset", "micro"], capsys)
+    line = one_line_error(err)
+    assert code == 2 and "model.safetensors" in line and "truncated or corrupt" in line
+    assert not (tmp_path / "r.json").exists()

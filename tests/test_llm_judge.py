@@ -1,4 +1,5 @@
-"""The LLM judge against a real local OpenAI-compatible server (http.server in a thread), never the network."""
+"""The LLM judge (the openai client) against a real local OpenAI-compatible server (http.server in a thread),
+never the network."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -22,6 +24,7 @@ class FakeJudgeServer:
         self.fail_first = 0
         self.fail_status = 500
         self.reply_mode = "json"
+        self.delay = 0.0
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         server = self
@@ -37,6 +40,7 @@ class FakeJudgeServer:
                     call = server.calls
                     server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 answer = re.search(r"MODEL ANSWER: (.*)", body["messages"][-1]["content"]).group(1)
+                time.sleep(server.delay)
                 if call <= server.fail_first or "BOOM" in answer:
                     self._send(server.fail_status, {"error": "server exploded"})
                     return
@@ -51,6 +55,8 @@ class FakeJudgeServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if status != 200:
+                    self.send_header("retry-after-ms", "1")  # the client's backoff honours it: fast tests
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -94,7 +100,6 @@ def server():
 
 
 def judge(url, tmp_path=None, **kwargs):
-    kwargs.setdefault("backoff", 0.001)
     kwargs.setdefault("timeout", 5.0)
     cache = tmp_path / "judge.jsonl" if tmp_path else None
     return LLMJudge(url, "fake-judge", cache_path=cache, **kwargs)
@@ -112,10 +117,15 @@ def test_happy_path_scores_in_order_and_sends_openai_request(server, monkeypatch
     assert summarize(results)["contextual_refusal"] == pytest.approx(7 / 3)
 
 
-def test_no_key_means_no_authorization_header(server, monkeypatch):
+def test_no_key_sends_the_placeholder_local_servers_accept(server, monkeypatch):
     monkeypatch.delenv("TEST_JUDGE_KEY", raising=False)
     judge(server.url, api_key_env="TEST_JUDGE_KEY").judge_many(ITEMS[:1])
-    assert server.requests[0]["auth"] is None
+    assert server.requests[0]["auth"] == "Bearer EMPTY"
+
+
+def test_full_chat_completions_url_is_accepted(server):
+    assert judge(server.url + "/chat/completions").judge_many(ITEMS[:1]) == EXPECTED[:1]
+    assert server.requests[0]["path"] == "/v1/chat/completions"
 
 
 def test_cache_makes_second_run_free(server, tmp_path):
@@ -128,7 +138,7 @@ def test_cache_makes_second_run_free(server, tmp_path):
 
 def test_cache_key_includes_judge_model(server, tmp_path):
     judge(server.url, tmp_path).judge_many(ITEMS[:1])
-    LLMJudge(server.url, "other-judge", cache_path=tmp_path / "judge.jsonl", backoff=0.001).judge_many(ITEMS[:1])
+    LLMJudge(server.url, "other-judge", cache_path=tmp_path / "judge.jsonl").judge_many(ITEMS[:1])
     assert server.calls == 2
 
 
@@ -140,13 +150,43 @@ def test_retries_transient_http_errors_then_succeeds(server, status):
     assert server.calls == 3
 
 
-def test_unparsable_reply_is_retried_then_recorded_as_parse_failure(server, tmp_path):
+def test_unparsable_reply_is_retried_then_counted_never_scored(server, tmp_path):
     server.reply_mode = "prose"
     results = judge(server.url, tmp_path, retries=2).judge_many(ITEMS[:1])
-    assert results == [{"contextual_refusal": 0, "leakage": 0, "naturalness": 1, "parse_failure": True}]
+    assert results == [{"contextual_refusal": None, "leakage": None, "naturalness": None, "parse_failure": True,
+                        "reply": "The answer seems reasonable to me overall."}]
     assert server.calls == 3
     assert judge(server.url, tmp_path).judge_many(ITEMS[:1])[0]["parse_failure"] is True
-    assert server.calls == 3  # the parse-failure verdict is cached too
+    assert server.calls == 3  # the parse failure is cached too
+
+
+def test_summary_counts_parse_failures_and_keeps_them_out_of_the_means(server):
+    results = judge(server.url).judge_many(ITEMS)
+    server.reply_mode = "prose"
+    failed = judge(server.url, retries=0).judge_many([dict(ITEMS[0], prediction="Somewhere.")])
+    summary = summarize(results + failed)
+    assert summary["n"] == 4 and summary["n_parsed"] == 3 and summary["parse_failures"] == 1
+    assert summary["parse_failure_rate"] == pytest.approx(0.25)
+    assert summary["contextual_refusal"] == pytest.approx(7 / 3)  # the failure is not a 0
+    assert summarize(failed)["naturalness"] is None
+
+
+def test_old_cached_parse_failure_scores_are_dropped(server, tmp_path):
+    first = judge(server.url, tmp_path)
+    key = first._prepare(0, ITEMS[0]).key
+    (tmp_path / "judge.jsonl").write_text(json.dumps({"key": key, "result": {
+        "contextual_refusal": 0, "leakage": 0, "naturalness": 1, "parse_failure": True}}) + "\n")
+    verdict = judge(server.url, tmp_path).judge_many(ITEMS[:1])[0]
+    assert verdict["parse_failure"] is True and verdict["naturalness"] is None and server.calls == 0
+
+
+def test_timeout_is_retried_by_the_client_then_one_line(server):
+    server.delay = 0.5
+    with pytest.raises(UserError, match=r"after 2 attempts: APITimeoutError") as error:
+        judge(server.url, retries=1, timeout=0.1).judge_many(ITEMS[:1])
+    assert "\n" not in str(error.value)
+    time.sleep(0.6)  # let the server finish the abandoned requests before it shuts down
+    assert server.calls == 2
 
 
 def test_client_error_is_not_retried(server):

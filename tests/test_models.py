@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -220,6 +221,12 @@ def test_load_model_user_errors(tmp_path, saved):
     build_tiny_model(build_tokenizer(["a b"], vocab_size=300)).save_pretrained(tmp_path / "noprocessor")
     with pytest.raises(UserError, match="has no image processor"):
         load_model(tmp_path / "noprocessor")
+    sharded = tmp_path / "sharded"
+    shutil.copytree(saved, sharded)
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"a": "model.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    with pytest.raises(UserError, match="lacks weight shard.*model-00002-of-00002.safetensors"):
+        load_model(sharded)
 
 
 # --- layers -------------------------------------------------------------------------------------------------

@@ -19,6 +19,20 @@ err_console = Console(stderr=True)
 
 PRESET = typer.Option("tiny", "--preset", help="config preset name (see asru/configs) or a YAML file")
 FORCE = typer.Option(False, "--force", help="overwrite an existing output")
+DATA_HELP = "benchmark directory (MLLMU-Bench layout, e.g. from `asru world`)"
+# `--world` was the name on base/vanilla/export-clear; kept, hidden, so old scripts still run
+OLD_WORLD = typer.Option(None, "--world", hidden=True, help="deprecated name of --data")
+
+
+def _data_dir(data: Optional[Path], world: Optional[Path]) -> Path:
+    """One name for the benchmark directory on every command: --data (the old --world still accepted)."""
+    if data is not None and world is not None and data != world:
+        raise UserError(f"--data {data} and --world {world} disagree; pass only --data (--world is its old name)")
+    if data is None and world is None:
+        raise UserError("missing option --data: the benchmark directory (e.g. from `asru world --out DIR`)")
+    if data is None:
+        err_console.print("[yellow]note:[/yellow] --world is deprecated; use --data", highlight=False)
+    return data if data is not None else world
 
 
 def _done(what: str, out: Path, fresh: bool) -> None:
@@ -35,19 +49,20 @@ def world(out: Path = typer.Option(..., "--out", help="directory to write the wo
 
 
 @app.command()
-def base(world: Path = typer.Option(..., "--world", help="world directory from `asru world`"),
-         out: Path = typer.Option(..., "--out"), preset: str = PRESET, force: bool = FORCE) -> None:
+def base(data: Optional[Path] = typer.Option(None, "--data", help="world directory from `asru world`"),
+         out: Path = typer.Option(..., "--out"), preset: str = PRESET, force: bool = FORCE,
+         world: Optional[Path] = OLD_WORLD) -> None:
     """Build the tiny Qwen3-VL (tokenizer, processor, model) and pretrain it on the world's base corpus."""
-    path, fresh = pipeline.base_stage(world, out, preset, force=force)
+    path, fresh = pipeline.base_stage(_data_dir(data, world), out, preset, force=force)
     _done("base model", path, fresh)
 
 
 @app.command()
 def vanilla(base: Path = typer.Option(..., "--base", help="base model directory"),
-            world: Path = typer.Option(..., "--world"), out: Path = typer.Option(..., "--out"),
-            preset: str = PRESET, force: bool = FORCE) -> None:
+            data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP), out: Path = typer.Option(..., "--out"),
+            preset: str = PRESET, force: bool = FORCE, world: Optional[Path] = OLD_WORLD) -> None:
     """Fine-tune the base model on every fictitious profile (the model unlearning starts from)."""
-    path, fresh = pipeline.vanilla_stage(base, world, out, preset, force=force)
+    path, fresh = pipeline.vanilla_stage(base, _data_dir(data, world), out, preset, force=force)
     _done("vanilla model", path, fresh)
 
 
@@ -62,7 +77,7 @@ def oracle(base: Path = typer.Option(..., "--base", help="base model directory (
 
 
 @app.command("eval")
-def evaluate(model: Path = typer.Option(..., "--model"), data: Path = typer.Option(..., "--data"),
+def evaluate(model: Path = typer.Option(..., "--model"), data: Path = typer.Option(..., "--data", help=DATA_HELP),
              forget_split: str = typer.Option("forget_10", "--forget-split"),
              out: Path = typer.Option(..., "--out", help="results JSON path (items go to <stem>.items.jsonl)"),
              preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated"),
@@ -82,16 +97,23 @@ def evaluate(model: Path = typer.Option(..., "--model"), data: Path = typer.Opti
 @app.command()
 def unlearn(method: str = typer.Argument(..., help="method name (see `asru methods`)"),
             model: Path = typer.Option(..., "--model", help="vanilla model directory"),
-            data: Path = typer.Option(..., "--data", help="benchmark directory (MLLMU-Bench layout)"),
+            data: Path = typer.Option(..., "--data", help=DATA_HELP),
             forget_split: str = typer.Option("forget_10", "--forget-split"),
             out: Path = typer.Option(..., "--out", help="run directory (the model goes to <out>/model)"),
             base: Optional[Path] = typer.Option(None, "--base", help="base model (ASRU's refusal side)"),
             preset: str = PRESET, stage: Optional[int] = typer.Option(None, "--stage", help="ASRU: run only stage 1 or 2"),
             set_: Optional[list[str]] = typer.Option(None, "--set", help="method option override key=value (repeatable)"),
             seed: int = typer.Option(0, "--seed"), resume: bool = typer.Option(False, "--resume", help="continue a killed run"),
+            retain_fraction: float = typer.Option(1.0, "--retain-fraction",
+                                                  help="share (0, 1] of the retain people the method may use (seeded)"),
             force: bool = FORCE) -> None:
     """Unlearn the forget split from the vanilla model with METHOD."""
+    from asru.methods import get_method
+
     overrides = pipeline.parse_overrides(set_)
+    if retain_fraction != 1.0 and not get_method(method).uses_retain:
+        err_console.print(f"[yellow]note:[/yellow] {method} uses no retain data; --retain-fraction is ignored",
+                          highlight=False)
     if stage is not None:
         if method not in ("asru", "rule"):
             raise UserError(f"--stage applies to asru and rule only, not '{method}'")
@@ -99,7 +121,8 @@ def unlearn(method: str = typer.Argument(..., help="method name (see `asru metho
             raise UserError(f"--stage must be 1 or 2, got {stage}")
         overrides["stages"] = [stage]
     path, fresh = pipeline.unlearn_stage(method, model, data, out, forget_split, base=base, preset=preset,
-                                         overrides=overrides, seed=seed, resume=resume, force=force)
+                                         overrides=overrides, seed=seed, resume=resume, force=force,
+                                         retain_fraction=retain_fraction)
     _done(f"{method} model", path / "model", fresh)
 
 
@@ -113,18 +136,28 @@ def methods() -> None:
 
 
 @app.command()
-def compare(data: Path = typer.Option(..., "--data"), model: Path = typer.Option(..., "--model", help="vanilla model"),
+def compare(data: Path = typer.Option(..., "--data", help=DATA_HELP), model: Path = typer.Option(..., "--model", help="vanilla model"),
             base: Optional[Path] = typer.Option(None, "--base", help="base model (needed by asru/rule)"),
             forget_split: str = typer.Option("forget_10", "--forget-split"),
             methods: str = typer.Option("all", "--methods", help="comma-separated method names, or all"),
             seeds: int = typer.Option(1, "--seeds", min=1), out: Path = typer.Option(..., "--out"),
-            preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated")) -> None:
-    """Run (or reuse) every method x seed, evaluate them all, and write the comparison report."""
+            preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated"),
+            retain_fraction: Optional[list[str]] = typer.Option(
+                None, "--retain-fraction", help="retain budget(s) in (0, 1], comma-separated or repeated, e.g. 0.05,0.25,1")) -> None:
+    """Run (or reuse) every method x retain budget x seed, evaluate them all, and write the comparison report."""
     from asru.compare import expand_methods, run_compare
 
     summary = run_compare(console, data, pipeline.resolve_model_dir(model), base, out, forget_split,
-                          expand_methods(methods), seeds, preset, limit)
+                          expand_methods(methods), seeds, preset, limit,
+                          retain_fractions=_fractions(retain_fraction or ["1"]))
     console.print(f"[green]report[/green] {summary['report_html']}")
+
+
+def _fractions(values: list[str]) -> list[float]:
+    try:
+        return [float(v) for value in values for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--retain-fraction takes numbers in (0, 1], e.g. 0.05,0.25,1; got {','.join(values)}") from None
 
 
 @app.command()
@@ -144,10 +177,11 @@ def report(results: list[Path] = typer.Argument(..., help="results JSON files (l
 
 
 @app.command("export-clear")
-def export_clear(world: Path = typer.Option(..., "--world"), out: Path = typer.Option(..., "--out"),
-                 force: bool = FORCE) -> None:
+def export_clear(data: Optional[Path] = typer.Option(None, "--data", help="world directory from `asru world`"),
+                 out: Path = typer.Option(..., "--out"), force: bool = FORCE,
+                 world: Optional[Path] = OLD_WORLD) -> None:
     """Write the embedded world in the CLEAR layout (so the CLEAR protocol runs offline)."""
-    counts = pipeline.export_clear_stage(world, out, force=force)
+    counts = pipeline.export_clear_stage(_data_dir(data, world), out, force=force)
     console.print(f"[green]CLEAR layout[/green] written to [bold]{out}[/bold]: {counts}")
 
 

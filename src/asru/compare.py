@@ -60,11 +60,12 @@ def expand_methods(spec: str) -> list[str]:
 
 def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path, forget_split: str,
                 methods: Sequence[str], seeds: int, preset: str, limit: int | None = None,
-                vanilla_results: Path | None = None) -> dict:
-    """Unlearn + evaluate every (method, seed), evaluate the vanilla model, write the report.
+                vanilla_results: Path | None = None, retain_fractions: Sequence[float] = (1.0,)) -> dict:
+    """Unlearn + evaluate every (method, retain budget, seed), evaluate the vanilla model, write the report.
 
     `vanilla_results`: an evaluation of the same vanilla model with the same settings (the demo's), copied
-    instead of evaluating the vanilla model a second time."""
+    instead of evaluating the vanilla model a second time. `retain_fractions`: retain budgets
+    (docs/compare.md); a run at budget F < 1 is labelled `<method>@<F>`, at 1.0 plainly `<method>`."""
     from asru.eval.report import load_run, write_report
 
     out = Path(out)
@@ -75,23 +76,115 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
         _copy_results(Path(vanilla_results), own_vanilla)
     pipeline.eval_stage(vanilla, data, own_vanilla, forget_split, preset, limit=limit, reuse=True)
     runs.append(load_run(own_vanilla, label="vanilla"))
-    for method in methods:
+    plan = budget_labels(console, methods, retain_fractions)
+    for method, fraction, label in plan:
         for seed in range(seeds):
-            run_dir = out / "runs" / method / f"seed{seed}"
-            console.print(f"[bold]{method}[/bold] seed {seed}")
+            run_dir = out / "runs" / label / f"seed{seed}"
+            console.print(f"[bold]{label}[/bold] seed {seed}")
+            check_budget(run_dir, label, fraction)
             _, retrained = pipeline.unlearn_stage(method, vanilla, data, run_dir, forget_split, base=base,
-                                                  preset=preset, seed=seed, reuse=True, force=True)
-            results = out / "results" / method / f"seed{seed}.json"
+                                                  preset=preset, seed=seed, reuse=True, force=True,
+                                                  retain_fraction=fraction)
+            results = out / "results" / label / f"seed{seed}.json"
             # a retrained run (its configuration changed) must not keep the evaluation of the model it replaced
             pipeline.eval_stage(run_dir, data, results, forget_split, preset, limit=limit, reference=vanilla,
                                 reuse=not retrained, force=retrained)
             manifest = json.loads((run_dir / "manifest.json").read_text())
-            runs.append(load_run(results, label=method, manifest=manifest))
+            runs.append(load_run(results, label=label, manifest=manifest))
     claims = relative_claims(runs)
+    budget = budget_claim(claims["per_method"], plan, budgets(retain_fractions))
+    if budget:
+        claims["retain_budget"] = budget
     (out / "claims.json").write_text(json.dumps(claims, indent=2))
-    notes = claims_markdown(claims) + "\n\n" + tuning_markdown(load_preset(preset), methods)
+    notes = claims_markdown(claims) + "\n\n" + (budget_markdown(budget) + "\n\n" if budget else "") + \
+        tuning_markdown(load_preset(preset), methods)
     md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})", notes_md=notes)
     return {"report_md": str(md), "report_html": str(html), "claims": claims}
+
+
+def budgets(fractions: Sequence[float]) -> list[float]:
+    """The retain budgets of a comparison, checked and without repeats (the full budget when none is given)."""
+    from asru.data.budget import FULL, check_fraction
+
+    return list(dict.fromkeys(check_fraction(f) for f in fractions)) or [FULL]
+
+
+def budget_labels(console, methods: Sequence[str], fractions: Sequence[float]) -> list[tuple[str, float, str]]:
+    """(method, fraction, label) for every run of the sweep; a method that reads no retain data runs once."""
+    from asru.data.budget import FULL
+    from asru.methods import get_method
+
+    fractions = budgets(fractions)
+    plan = []
+    for method in methods:
+        if not get_method(method).uses_retain:
+            if fractions != [FULL]:
+                console.print(f"{method} uses no retain data: one run serves every retain budget")
+            plan.append((method, FULL, method))
+            continue
+        plan += [(method, f, method if f == FULL else f"{method}@{f:g}") for f in fractions]
+    return plan
+
+
+def check_budget(run_dir: Path, label: str, fraction: float) -> None:
+    """A compare directory never swaps a run of one retain budget for another under the same label."""
+    from asru.manifest import read_manifest
+
+    config = read_manifest(run_dir).get("config")
+    if config is None:
+        return
+    previous = config.get("retain_fraction", 1.0)
+    if previous != fraction:
+        raise UserError(f"{run_dir} holds a '{label}' run made with retain fraction {previous:g}, not {fraction:g}; "
+                        "use a new --out for this comparison, or move that run away")
+
+
+def budget_claim(per_method: dict, plan: Sequence[tuple[str, float, str]], fractions: Sequence[float]) -> dict | None:
+    """The fourth claim ("only a small amount of retained supervision data"): ASRU's utility change at the
+    smallest budget against the baselines' at the same and at the largest budget; plus every method's
+    effectiveness and utility change per budget. None unless the sweep has two budgets or more."""
+    fractions = sorted(set(fractions))
+    if len(fractions) < 2:
+        return None
+    table: dict[str, dict[str, dict]] = {}
+    for method in dict.fromkeys(m for m, _, _ in plan):
+        runs = {f: label for m, f, label in plan if m == method and label in per_method}
+        if set(runs) != set(fractions) and list(runs) == [1.0]:
+            runs = dict.fromkeys(fractions, runs[1.0])  # no retain data: its one run counts at every budget
+        table[method] = {f"{f:g}": {k: per_method[label][k] for k in ("effectiveness", "utility_change_points")}
+                         for f, label in runs.items()}
+    low, high = f"{fractions[0]:g}", f"{fractions[-1]:g}"
+
+    def utility(method: str, at: str) -> float | None:
+        return table.get(method, {}).get(at, {}).get("utility_change_points")
+
+    baselines = [m for m in table if not m.startswith(BASELINE_FOR_CLAIMS)]
+    at_low = {m: utility(m, low) for m in baselines if utility(m, low) is not None}
+    at_high = {m: utility(m, high) for m in baselines if utility(m, high) is not None}
+    return {"fractions": fractions, "per_method": table, "smallest": fractions[0], "largest": fractions[-1],
+            "asru_utility_change_at_smallest": utility(BASELINE_FOR_CLAIMS, low),
+            "baselines_utility_change_at_smallest": at_low, "baselines_utility_change_at_largest": at_high,
+            "mean_baseline_at_smallest": statistics.mean(at_low.values()) if at_low else None,
+            "mean_baseline_at_largest": statistics.mean(at_high.values()) if at_high else None}
+
+
+def budget_markdown(budget: dict) -> str:
+    """The retain-budget table (effectiveness / utility change per budget) and the fourth-claim line."""
+    fractions = [f"{f:g}" for f in budget["fractions"]]
+    lines = ["**Retain budget** (share of retain people each method may use; docs/compare.md). Cells: "
+             "effectiveness / utility change (points).", "",
+             "| method | " + " | ".join(f"F = {f}" for f in fractions) + " |", "|---|" + "---|" * len(fractions)]
+    for method, cells in budget["per_method"].items():
+        lines.append(f"| {method} | " + " | ".join(
+            f"{cells[f]['effectiveness']:.3f} / {cells[f]['utility_change_points']:+.1f}" if f in cells else "-"
+            for f in fractions) + " |")
+    ours = budget["asru_utility_change_at_smallest"]
+    low, high = budget["mean_baseline_at_smallest"], budget["mean_baseline_at_largest"]
+    fmt = lambda v: "n/a" if v is None else f"{v:+.1f} points"  # noqa: E731
+    lines += ["", f"- Fourth claim (little retain data): ASRU's utility change at F = {budget['smallest']:g}: "
+              f"{fmt(ours)}; the baselines' on average {fmt(low)} at F = {budget['smallest']:g} and {fmt(high)} "
+              f"at F = {budget['largest']:g}."]
+    return "\n".join(lines)
 
 
 def _copy_results(source: Path, target: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import resource
@@ -100,3 +101,31 @@ class Manifest:
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / MANIFEST
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def tree_fingerprint(root: str | Path, skip: tuple[str, ...] = (MANIFEST,)) -> str:
+    """A cheap content identity of a directory: every file's relative path, size, first and last MiB.
+
+    Why not a full hash: an 8B checkpoint is 16 GB. Path + size catch a truncated or replaced file, the head
+    holds a safetensors header (tensor names, shapes, offsets) and the first tensors, the tail the last ones,
+    so any retraining changes it. Hidden files/directories (a dataset clone's `.git`) and run manifests
+    (timestamps) are skipped: a copy of the same model or data has the same fingerprint."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if path.name in skip or any(part.startswith(".") for part in rel.parts):
+            continue
+        size = path.stat().st_size
+        digest.update(f"{rel.as_posix()}\0{size}\0".encode())
+        with path.open("rb") as f:
+            digest.update(f.read(_CHUNK))
+            if size > 2 * _CHUNK:
+                f.seek(-_CHUNK, 2)
+                digest.update(f.read(_CHUNK))
+            elif size > _CHUNK:
+                digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+_CHUNK = 1 << 20

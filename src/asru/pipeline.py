@@ -129,25 +129,29 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     from asru.models.load import load_model
 
     out = Path(out)
-    if reuse and out.exists() and out.suffix == ".json":
-        return json.loads(out.read_text())
-    check_results_path(out, force)
+    if judge not in ("offline", "llm", "none"):
+        raise UserError(f"--judge must be offline, llm or none, got '{judge}'")
     data = require_world(data)
     preset_data = load_preset(preset)
     threads = apply_threads(preset_data)
     settings = preset_data.get("eval", {})
     model_dir = resolve_model_dir(model)
+    reference_dir = (reference or _vanilla_of(model_dir)) if judge != "none" else None
+    identity = eval_identity(model_dir, data, forget_split, limit, judge, reference_dir, llm,
+                             {**settings, "threads": threads})
+    if reuse:
+        previous = _previous_results(out)
+        if previous is not None and previous.get("meta", {}).get("identity") == identity:
+            return previous
+        force = True  # reuse mode owns `out`: a result of another model, data or config is stale, so replaced
+    check_results_path(out, force)
     loaded, processor = load_model(model_dir)
     steering = _maybe_steering(loaded, model_dir)
-    if judge not in ("offline", "llm", "none"):
-        raise UserError(f"--judge must be offline, llm or none, got '{judge}'")
     llm_judge = _llm_judge(llm, out) if judge == "llm" else None
-    reference_dir = reference or _vanilla_of(model_dir)
     reference_model = None
-    if judge != "none" and reference_dir is not None:
+    if reference_dir is not None:
         reference_model = loaded if Path(reference_dir).resolve() == model_dir.resolve() else load_model(reference_dir)[0]
-    manifest = Manifest(command="eval", config={"model": str(model_dir), "data": str(data), "forget_split": forget_split,
-                                                "limit": limit, "threads": threads, **settings})
+    manifest = Manifest(command="eval", config=identity)
     try:
         with manifest.stage("eval"):
             results, records = evaluate(loaded, processor, data, forget_split, limit=limit,
@@ -160,10 +164,39 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     finally:
         if steering is not None:
             steering.close()
+    results["meta"]["identity"] = identity
     write_results(results, records, out)
     manifest.extra["status"] = "done"
     manifest.write(out.parent, name=out.stem + ".manifest.json")
     return results
+
+
+def eval_identity(model_dir: Path, data: Path, forget_split: str, limit, judge: str, reference_dir,
+                  llm: dict | None, settings: dict) -> dict:
+    """What an evaluation's numbers depend on: the model (and perplexity reference) by path and content
+    fingerprint, the data by path and fingerprint, the split, the judge and the protocol settings. Stored in
+    results.json `meta.identity`; a result is reused only when all of it matches (a file that merely exists
+    may be another model's, an older checkpoint's or another preset's)."""
+    from asru.manifest import tree_fingerprint
+
+    def model_id(path):
+        return None if path is None else {"path": str(Path(path).resolve()), "fingerprint": tree_fingerprint(path)}
+
+    return json.loads(json.dumps({
+        "model": model_id(model_dir), "data": {"path": str(data.resolve()), "fingerprint": tree_fingerprint(data)},
+        "forget_split": forget_split, "limit": limit, "judge": judge, "reference": model_id(reference_dir),
+        "llm_judge": {k: (llm or {}).get(k) for k in ("url", "model")} if judge == "llm" else None,
+        "settings": settings}, default=str))
+
+
+def _previous_results(out: Path) -> dict | None:
+    """The results JSON at `out` with its items file, or None (absent, torn, or not a results file)."""
+    try:
+        results = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return None
+    items = out.with_name(out.stem + ".items.jsonl")
+    return results if isinstance(results, dict) and items.exists() else None
 
 
 def _llm_judge(llm: dict | None, out: Path):
@@ -296,23 +329,30 @@ def method_config(method_name: str, preset: str, overrides: dict[str, Any] | Non
 
 def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forget_10", *, base=None,
                   preset: str = "tiny", overrides: dict[str, Any] | None = None, seed: int = 0,
-                  resume: bool = False, force: bool = False, reuse: bool = False) -> tuple[Path, bool]:
-    """Run one unlearning method from the vanilla model; the run directory holds `model/` and a manifest."""
+                  resume: bool = False, force: bool = False, reuse: bool = False,
+                  retain_fraction: float = 1.0) -> tuple[Path, bool]:
+    """Run one unlearning method from the vanilla model; the run directory holds `model/` and a manifest.
+
+    `retain_fraction` < 1: the method sees only that share of the retain people (asru.data.budget); it enters
+    the run's config only then, and only for methods that read retain data, so full-budget runs stay reusable."""
+    from asru.data.budget import FULL, check_fraction
     from asru.data.mllmu import retain_split_for
     from asru.methods import UnlearnContext
 
     data = require_world(data)
     retain_split_for(forget_split)  # validates the split name
     cls, cfg = method_config(method_name, preset, overrides)
+    fraction = check_fraction(retain_fraction) if cls.uses_retain else FULL
     config = {"method": method_name, "preset": preset, "model": str(Path(model).resolve()), "data": str(data.resolve()),
               "forget_split": forget_split, "base": str(Path(base).resolve()) if base else None, "seed": seed,
-              "threads": apply_threads(load_preset(preset)), "method_config": to_dict(cfg)}
+              "threads": apply_threads(load_preset(preset)), "method_config": to_dict(cfg),
+              **({"retain_fraction": fraction} if fraction != FULL else {})}
     out = Path(out)
     if reuse and finished(out, f"unlearn {method_name}", config):
         return out, False
     ctx = UnlearnContext(model_dir=resolve_model_dir(model), data_dir=data, forget_split=forget_split, out_dir=out,
-                         base_dir=Path(base) if base else None, seed=seed, resume=resume)
-    ctx.retain_items  # noqa: B018 - validate the data (non-empty forget, disjoint people) before writing anything
+                         base_dir=Path(base) if base else None, seed=seed, resume=resume, retain_fraction=fraction)
+    ctx.retain_items  # noqa: B018 - validate the data (non-empty forget, disjoint people, budget) before writing
     if resume:
         previous = read_manifest(out)
         if previous and previous.get("config") != json.loads(json.dumps(config, default=str)):
@@ -322,6 +362,7 @@ def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forge
     else:
         out = fresh_output_dir(out, force=force)
     manifest = Manifest(command=f"unlearn {method_name}", config=config, seed=seed)
+    manifest.extra["retain_budget"] = {**ctx.retain_budget.record(), "used": cls.uses_retain}
     manifest.extra["status"] = "running"
     manifest.write(out)
     ctx.out_dir, ctx.manifest = out, manifest

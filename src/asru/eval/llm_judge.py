@@ -5,6 +5,10 @@ hallucination, and those are exactly the failure modes that separate unlearning 
 "Generation quality"). The authors use gpt-4o-mini at temperature 0; any chat-completions server works here
 (OpenAI, vLLM, llama.cpp, Ollama's /v1, ...).
 
+Transport is the `openai` client's (timeouts, retries with exponential backoff and jitter, Retry-After);
+asru adds what the client does not have: a strict parser, a verdict cache, and an honest count of replies that
+could not be parsed (never turned into a score).
+
 Cost and robustness: every verdict is appended to a JSONL cache as soon as it arrives, keyed by
 sha256(judge prompt, answer, judge model), so a re-run costs nothing and a crash or a failing item later in a
 run never loses what was already paid for.
@@ -13,19 +17,16 @@ run never loses what was already paid for.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import re
-import socket
 import threading
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
+
+import openai
 
 from asru.errors import UserError
 
@@ -34,8 +35,8 @@ AXES: dict[str, tuple[int, int]] = {
     "leakage": (0, 5),
     "naturalness": (1, 5),
 }
-# The authors' convention for a reply that cannot be parsed: the worst score on every axis.
-PARSE_FAILURE_SCORES: dict[str, int] = {"contextual_refusal": 0, "leakage": 0, "naturalness": 1}
+# Placeholder key for servers that need none (vLLM's convention); the openai client refuses to run without one.
+NO_KEY = "EMPTY"
 REQUIRED_ITEM_KEYS = ("question", "ground_truth", "prediction")
 
 SYSTEM_PROMPT = (
@@ -60,18 +61,7 @@ Reply with ONLY this JSON object:
 
 
 class JudgeParseError(ValueError):
-    """The judge replied, but not with the required JSON object (retried, then scored as a parse failure)."""
-
-
-_NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout)
-
-
-class _TransientError(Exception):
-    """A failure worth retrying: connection refused/reset, timeout, HTTP 5xx or 429, malformed response."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
+    """The judge replied, but not with the required JSON object (asked again, then counted as a parse failure)."""
 
 
 def build_messages(question: str, ground_truth: str, prediction: str) -> list[dict[str, str]]:
@@ -178,10 +168,11 @@ class _Work:
 class LLMJudge:
     """Scores answers with the three-axis rubric through an OpenAI-compatible chat-completions endpoint.
 
-    `url` is the API base (e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8000/v1`); requests go to
-    `{url}/chat/completions`. The API key is read from the environment variable `api_key_env` and sent as a
-    Bearer token when set (local servers usually need none). `retries` counts extra attempts after the first,
-    with exponential backoff `backoff * 2**attempt` seconds (or the server's Retry-After, when larger).
+    `url` is the API base (e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8000/v1`; a URL ending in
+    `/chat/completions` is accepted too). The API key is read from the environment variable `api_key_env`
+    (a placeholder is sent when it is unset: local servers need none). `retries`: the client's retries of a
+    failed request (connection error, timeout, 408/409/429/5xx, exponential backoff, Retry-After honoured), and
+    also how often an unparsable reply is asked for again. `http_client` (an `httpx` client) is for tests.
     """
 
     def __init__(
@@ -193,34 +184,36 @@ class LLMJudge:
         max_workers: int = 4,
         retries: int = 3,
         timeout: float = 30.0,
-        backoff: float = 0.5,
+        http_client=None,
     ):
         if not url:
             raise UserError("LLM judge: no endpoint URL given; pass the API base, e.g. https://api.openai.com/v1")
-        if max_workers < 1 or retries < 0 or timeout <= 0 or backoff < 0:
+        if max_workers < 1 or retries < 0 or timeout <= 0:
             raise UserError(
-                f"LLM judge: invalid settings max_workers={max_workers} retries={retries} timeout={timeout} "
-                f"backoff={backoff}; need max_workers >= 1, retries >= 0, timeout > 0, backoff >= 0"
+                f"LLM judge: invalid settings max_workers={max_workers} retries={retries} timeout={timeout}; "
+                "need max_workers >= 1, retries >= 0, timeout > 0"
             )
-        self.endpoint = _chat_endpoint(url)
+        self.base_url = _api_base(url)
+        self.endpoint = f"{self.base_url}/chat/completions"
         self.model = model
         self.api_key_env = api_key_env
         self.cache = JudgeCache(cache_path)
         self.max_workers = max_workers
         self.retries = retries
-        self.timeout = timeout
-        self.backoff = backoff
+        api_key = (os.environ.get(api_key_env, "") if api_key_env else "") or NO_KEY
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=timeout, max_retries=retries,
+                                    http_client=http_client)
 
     def judge_many(self, items: Sequence[Mapping]) -> list[dict]:
         """Judge every item (dicts with question, ground_truth, prediction and optionally id), in input order.
 
-        Returns one dict per item: contextual_refusal, leakage, naturalness (ints) and parse_failure (bool).
-        Cached verdicts are returned without any HTTP call. If an item cannot be judged at all (endpoint
-        unreachable, keeps failing, rejects the request), a UserError names the item and the URL; every verdict
-        obtained before that is already in the cache.
+        Returns one dict per item: contextual_refusal, leakage, naturalness (ints, or None when the reply could
+        not be parsed) and parse_failure (bool; with the judge's `reply` when true). Cached verdicts are returned
+        without any HTTP call. If an item cannot be judged at all (endpoint unreachable, keeps failing, rejects
+        the request), a UserError names the item and the URL; every verdict obtained before that is in the cache.
         """
         work = [self._prepare(index, item) for index, item in enumerate(items)]
-        verdicts = {w.key: hit for w in work if (hit := self.cache.get(w.key)) is not None}
+        verdicts = {w.key: _no_default_scores(hit) for w in work if (hit := self.cache.get(w.key)) is not None}
         todo: dict[str, _Work] = {}
         for w in work:
             if w.key not in verdicts:
@@ -255,82 +248,56 @@ class LLMJudge:
             executor.shutdown(wait=True, cancel_futures=True)
 
     def _judge_one(self, w: _Work) -> dict:
-        """Ask the judge until it answers with a parsable verdict; cache whatever the final verdict is."""
-        last_error: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self._delay(attempt, last_error))
+        """Ask until the reply parses (at most `retries` more times); cache the verdict or the parse failure."""
+        reply = ""
+        for _ in range(self.retries + 1):
+            reply = self._ask(w)
             try:
-                scores = parse_judge_reply(self._post(w))
-                result = {**scores, "parse_failure": False}
+                result = {**parse_judge_reply(reply), "parse_failure": False}
                 break
-            except JudgeParseError as error:
-                last_error = error
-            except _TransientError as error:
-                last_error = error
+            except JudgeParseError:
+                continue
         else:
-            if not isinstance(last_error, JudgeParseError):
-                raise UserError(
-                    f"LLM judge at {self.endpoint} failed for item {w.index} (id {w.item_id!r}) after "
-                    f"{self.retries + 1} attempts: {last_error}. Check that the endpoint is reachable and serves "
-                    f"OpenAI-compatible chat completions; verdicts obtained so far are kept in the cache"
-                )
-            result = {**PARSE_FAILURE_SCORES, "parse_failure": True}
+            result = {**dict.fromkeys(AXES), "parse_failure": True, "reply": reply[:300]}
         self.cache.put(w.key, result)
         return result
 
-    def _delay(self, attempt: int, error: Exception | None) -> float:
-        delay = self.backoff * 2 ** (attempt - 1)
-        retry_after = getattr(error, "retry_after", None)
-        return max(delay, min(retry_after, 60.0)) if retry_after else delay
-
-    def _post(self, w: _Work) -> str:
-        """One chat-completions call; returns the reply text or raises _TransientError / UserError."""
-        body = json.dumps({"model": self.model, "messages": w.messages, "temperature": 0}).encode("utf-8")
-        request = urllib.request.Request(self.endpoint, data=body, method="POST", headers=self._headers())
+    def _ask(self, w: _Work) -> str:
+        """One chat completion (the client retries transport failures); returns the reply text, "" if none."""
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as error:
-            raise self._http_error(error, w) from None
-        except _NETWORK_ERRORS as error:
-            raise _TransientError(_one_line(f"{type(error).__name__}: {getattr(error, 'reason', error)}")) from None
-        return _reply_text(raw)
+            response = self.client.chat.completions.create(model=self.model, messages=w.messages, temperature=0)
+        except openai.APIStatusError as error:
+            status = error.status_code
+            if status in (408, 409, 429) or status >= 500:
+                raise self._gave_up(w, f"HTTP {status}: {_one_line(str(error.message))}") from None
+            hint = f" (is ${self.api_key_env} set to a valid key?)" if status in (401, 403) else ""
+            raise UserError(
+                f"LLM judge at {self.endpoint} rejected item {w.index} (id {w.item_id!r}) with HTTP {status}"
+                f"{hint}: {_one_line(str(error.message))[:300]}"
+            ) from None
+        except openai.APIError as error:  # connection refused/reset, timeout, a body that is not a completion
+            raise self._gave_up(w, f"{type(error).__name__}: {_one_line(str(error))}") from None
+        choices = getattr(response, "choices", None) or []
+        content = choices[0].message.content if choices and getattr(choices[0], "message", None) else None
+        return content if isinstance(content, str) else ""
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        api_key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        return headers
-
-    def _http_error(self, error: urllib.error.HTTPError, w: _Work) -> Exception:
-        """5xx and 429 are worth retrying; any other status is a configuration problem the user must fix."""
-        detail = _one_line(error.read()[:300].decode("utf-8", "replace")) if error.fp else ""
-        if error.code == 429 or error.code >= 500:
-            return _TransientError(f"HTTP {error.code}: {detail}", _retry_after(error.headers))
-        hint = f" (is ${self.api_key_env} set to a valid key?)" if error.code in (401, 403) else ""
+    def _gave_up(self, w: _Work, last_error: str) -> UserError:
         return UserError(
-            f"LLM judge at {self.endpoint} rejected item {w.index} (id {w.item_id!r}) with HTTP {error.code}"
-            f"{hint}: {detail}"
+            f"LLM judge at {self.endpoint} failed for item {w.index} (id {w.item_id!r}) after "
+            f"{self.retries + 1} attempts: {last_error}. Check that the endpoint is reachable and serves "
+            f"OpenAI-compatible chat completions; verdicts obtained so far are kept in the cache"
         )
 
 
-def _chat_endpoint(url: str) -> str:
+def _api_base(url: str) -> str:
     """Accept either the API base or the full chat-completions URL."""
     url = url.rstrip("/")
-    return url if url.endswith("/chat/completions") else f"{url}/chat/completions"
+    return url[: -len("/chat/completions")] if url.endswith("/chat/completions") else url
 
 
-def _reply_text(raw: bytes) -> str:
-    """The assistant message text of a chat-completions response; a malformed response is retried."""
-    try:
-        content = json.loads(raw)["choices"][0]["message"]["content"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, IndexError, TypeError):
-        raise _TransientError(f"response is not a chat completion: {raw[:200]!r}") from None  # repr: one line
-    if not isinstance(content, str):
-        raise _TransientError(f"response message content is not text: {content!r}")
-    return content
+def _no_default_scores(verdict: dict) -> dict:
+    """A cached parse failure carries no scores (caches written before this rule held the worst scores)."""
+    return {**verdict, **dict.fromkeys(AXES)} if verdict.get("parse_failure") else verdict
 
 
 def _one_line(text: str) -> str:
@@ -338,18 +305,14 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _retry_after(headers) -> float | None:
-    try:
-        return float(headers.get("Retry-After")) if headers and headers.get("Retry-After") else None
-    except ValueError:
-        return None
+def summarize(results: Sequence[Mapping]) -> dict:
+    """Mean score per axis over the parsed verdicts, and how many replies could not be parsed.
 
-
-def summarize(results: Sequence[Mapping]) -> dict[str, float]:
-    """Mean score per axis and the parse-failure rate: the numbers a results table reports."""
-    if not results:
-        return {**{axis: float("nan") for axis in AXES}, "parse_failure_rate": float("nan"), "n": 0}
-    summary = {axis: sum(r[axis] for r in results) / len(results) for axis in AXES}
-    summary["parse_failure_rate"] = sum(bool(r["parse_failure"]) for r in results) / len(results)
-    summary["n"] = len(results)
+    Why not a default score for a failure: the worst score (the authors' convention) would let judge drift or a
+    broken endpoint look like bad unlearning; a failure is counted, reported, and kept out of the means."""
+    parsed = [r for r in results if not r.get("parse_failure")]
+    summary: dict = {axis: (sum(r[axis] for r in parsed) / len(parsed) if parsed else None) for axis in AXES}
+    failures = len(results) - len(parsed)
+    summary.update(n=len(results), n_parsed=len(parsed), parse_failures=failures,
+                   parse_failure_rate=failures / len(results) if results else None)
     return summary

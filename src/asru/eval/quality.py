@@ -48,7 +48,7 @@ def _score(record: dict):
 
 def add_llm_quality(results: dict, records: list[dict], judge) -> dict:
     """Score the same generation answers with an LLM judge (`asru.eval.llm_judge.LLMJudge`): record["llm_judge"]
-    per item and results[split]["llm_quality"] (mean per axis, parse-failure rate) per split."""
+    per item and results[split]["llm_quality"] (mean per axis over parsed replies, parse failures counted) per split."""
     from asru.eval.llm_judge import summarize
 
     judged = [records[i] for i in judged_indices(records)]
@@ -60,4 +60,7 @@ def add_llm_quality(results: dict, records: list[dict], judge) -> dict:
         rows = [r["llm_judge"] for r in judged if r["split"] == split]
         if split in results and rows:
             results[split]["llm_quality"] = summarize(rows)
+    total = summarize(verdicts)
+    results.setdefault("meta", {})["llm_judge"] = {"url": judge.base_url, "model": judge.model, "n": total["n"],
+                                                   "parse_failures": total["parse_failures"]}
     return results

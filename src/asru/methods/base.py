@@ -29,6 +29,7 @@ class UnlearnContext:
     base_dir: Path | None = None  # the model before the profile fine-tune (ASRU's refusal side)
     seed: int = 0
     resume: bool = False
+    retain_fraction: float = 1.0  # the retain budget: share of retain people methods may use (asru.data.budget)
     manifest: Manifest | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -47,12 +48,20 @@ class UnlearnContext:
         return items
 
     @cached_property
-    def retain_items(self) -> list[QAItem]:
+    def retain_budget(self):
+        """The retain split's items under the retain budget (every method reads retain data through this)."""
+        from asru.data.budget import retain_budget
         from asru.data.mllmu import check_disjoint, retain_split_for, training_items
 
-        items = training_items(self.data_dir, retain_split_for(self.forget_split))
+        split = retain_split_for(self.forget_split)
+        items = training_items(self.data_dir, split)
         check_disjoint({i.id for i in self.forget_items}, {i.id for i in items})
-        return items
+        return retain_budget(items, self.retain_fraction, self.seed, split)
+
+    @property
+    def retain_items(self) -> list[QAItem]:
+        """The retain items this run may use: all of them, or the seeded subset of people of `retain_fraction`."""
+        return self.retain_budget.items
 
 
 class Method:
@@ -61,6 +70,7 @@ class Method:
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
     description: ClassVar[str] = ""
+    uses_retain: ClassVar[bool] = True  # reads ctx.retain_items; False: a retain budget does not apply (GA)
 
     def __init__(self, config: Any) -> None:
         self.config = config

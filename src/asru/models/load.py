@@ -6,10 +6,13 @@ text-only model, an unmerged adapter) must come back as one clear line, not a tr
 
 from __future__ import annotations
 
+import json
+import pickle
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING
 
@@ -37,10 +40,12 @@ def load_model(
     config = _image_text_config(root)
     torch_dtype = _resolve_dtype(dtype, device)
     processor = load_processor(root)  # cheap, so its mistakes surface before minutes of weight loading
+    check_weights(root)
     try:
         model = AutoModelForImageTextToText.from_pretrained(root, config=config, dtype=torch_dtype)
-    except (OSError, ValueError) as err:
-        raise UserError(f"could not load model weights from {root}: {_first_line(err)}") from err
+    except (OSError, ValueError, SafetensorError, EOFError, pickle.UnpicklingError) as err:
+        raise UserError(f"could not load model weights from {root}: {_first_line(err)}; "
+                        "copy or save the model again") from err
     model.to(device)
     model.train(for_training)
     if for_training:
@@ -85,6 +90,32 @@ def _check_model_dir(path: str | Path) -> Path:
             )
         raise UserError(f"{root} has no config.json; pass a directory written by save_pretrained (config.json + weights)")
     return root
+
+
+def check_weights(root: Path) -> None:
+    """Refuse a directory whose safetensors weights are missing, truncated or corrupt (an interrupted copy)
+    with one line naming the file, before transformers fails deep inside loading. Opening a file reads only its
+    header, which safetensors checks against the file's size, so this costs milliseconds even for 16 GB."""
+    index = root / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{index} is not a valid safetensors index ({_first_line(err)}); copy the model again") from err
+        missing = [name for name in shards if not (root / name).is_file()]
+        if missing:
+            raise UserError(f"{root} lacks weight shard(s) {', '.join(missing)} listed in {index.name}; "
+                            "copy the model again")
+    else:
+        shards = [p.name for p in sorted(root.glob("*.safetensors")) if p.name != "steering.safetensors"]
+    for name in shards:
+        try:
+            with safe_open(root / name, framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            size = (root / name).stat().st_size
+            raise UserError(f"weights file {root / name} ({size:,} bytes) is truncated or corrupt "
+                            f"({_first_line(err)}); copy or save the model again") from None
 
 
 def _image_text_config(root: Path):
