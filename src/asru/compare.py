@@ -110,16 +110,31 @@ def _get(results: dict, path: str) -> float | None:
     return node if isinstance(node, (int, float)) else None
 
 
-FORGET_METRICS = ("forget.mc_image_acc", "forget.mc_text_acc", "forget.gen_contains", "forget.cloze_acc",
-                  "test.mc_image_acc", "test.mc_text_acc", "test.gen_contains")
-UTILITY_METRICS = ("retain.mc_image_acc", "retain.mc_text_acc", "retain.gen_contains", "celebrity.mc_image_acc",
-                   "celebrity.gen_contains", "general_vqa_acc")
+def forget_metrics() -> list[tuple[str, object]]:
+    """(results path, metric) of every registered number on forget/test that enters effectiveness."""
+    from asru.eval import registry
+
+    return registry.claim_paths(registry.FORGET_SIDE)
+
+
+def utility_metrics() -> list[tuple[str, object]]:
+    """(results path, metric) of every registered number on retain/celebrity (+ run level) that enters utility."""
+    from asru.eval import registry
+
+    return registry.claim_paths(registry.UTILITY_SIDE)
+
+
+def _split_of(path: str) -> str | None:
+    return path.split(".", 1)[0] if "." in path else None
 
 
 def effectiveness(results: dict, vanilla: dict) -> float:
-    """Unlearning effectiveness: mean drop from the vanilla model on the forget/test knowledge metrics."""
-    drops = [_get(vanilla, m) - _get(results, m) for m in FORGET_METRICS
-             if _get(vanilla, m) is not None and _get(results, m) is not None]
+    """Unlearning effectiveness: mean move from the vanilla model, in each metric's forgetting direction
+    (asru.eval.registry), over the forget/test knowledge metrics both runs report."""
+    from asru.eval.registry import knowledge_drop
+
+    drops = [knowledge_drop(m, _split_of(p), _get(results, p), _get(vanilla, p)) for p, m in forget_metrics()
+             if _get(vanilla, p) is not None and _get(results, p) is not None]
     return statistics.mean(drops) if drops else 0.0
 
 
@@ -132,9 +147,11 @@ def generation_quality(results: dict) -> float:
 
 
 def utility_change(results: dict, vanilla: dict) -> float:
-    """Mean change (in points) of the retain/celebrity/general-VQA metrics from the vanilla model."""
-    deltas = [100 * (_get(results, m) - _get(vanilla, m)) for m in UTILITY_METRICS
-              if _get(vanilla, m) is not None and _get(results, m) is not None]
+    """Mean change (in points, positive = better) of the retain/celebrity/general-VQA metrics from the vanilla model."""
+    from asru.eval.registry import utility_delta
+
+    deltas = [100 * utility_delta(m, _split_of(p), _get(results, p), _get(vanilla, p)) for p, m in utility_metrics()
+              if _get(vanilla, p) is not None and _get(results, p) is not None]
     return statistics.mean(deltas) if deltas else 0.0
 
 
@@ -155,9 +172,9 @@ def relative_claims(runs) -> dict:
         # spread over seeds: a gain smaller than it is not a finding
         per_method[label]["std"] = {key: statistics.stdev(v) if len(v) > 1 else None for key, v in values.items()}
     claims: dict = {"per_method": per_method, "definitions": {
-        "effectiveness": "mean drop from vanilla over " + ", ".join(FORGET_METRICS),
+        "effectiveness": "mean drop from vanilla over " + ", ".join(p for p, _ in forget_metrics()),
         "generation_quality": "mean of forget contextual_refusal/5, leakage/5, (naturalness-1)/4 (offline judge)",
-        "utility_change_points": "mean change in points over " + ", ".join(UTILITY_METRICS)}}
+        "utility_change_points": "mean change in points over " + ", ".join(p for p, _ in utility_metrics())}}
     if BASELINE_FOR_CLAIMS in per_method:
         ours = per_method[BASELINE_FOR_CLAIMS]
         baselines = {k: v for k, v in per_method.items() if not k.startswith("asru")}

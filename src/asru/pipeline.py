@@ -154,24 +154,36 @@ def _maybe_steering(model, model_dir: Path):
     return apply_saved_steering(model, model_dir)
 
 
-SUMMARY_KEYS = ("mc_image_acc", "mc_text_acc", "gen_contains", "gen_rougeL", "gen_refusal_rate", "cloze_acc")
+def summary_keys() -> list[str]:
+    """The split metrics the CLI table shows (registered with summary=True in asru.eval.registry)."""
+    from asru.eval.registry import metrics
+
+    return [m.name for m in metrics("split") if m.summary]
 
 
 def print_results(console, results: dict) -> None:
     from rich.table import Table
 
+    keys = [k for k in summary_keys() if any(isinstance(results.get(s), dict) and k in results[s]
+                                              for s in ("forget", "test", "retain", "celebrity"))]
     table = Table(title="MLLMU-Bench protocol")
     table.add_column("split")
-    for key in SUMMARY_KEYS:
+    for key in keys:
         table.add_column(key, justify="right")
     for split in ("forget", "test", "retain", "celebrity"):
         if split in results:
             row = results[split]
-            table.add_row(split, *[("-" if row.get(k) is None else f"{row[k]:.3f}") for k in SUMMARY_KEYS])
+            table.add_row(split, *[("-" if row.get(k) is None else f"{row[k]:.3f}") for k in keys])
     console.print(table)
     extras = {k: v for k, v in results.items() if not isinstance(v, dict)}
     if extras:
         console.print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in extras.items()))
+    for key, value in results.items():
+        if key in ("mia", "oracle") and isinstance(value, dict):
+            flat = {k: v for k, v in value.items() if isinstance(v, (int, float, str)) or v is None}
+            if flat:
+                console.print(f"{key}: " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                                     for k, v in flat.items()))
 
 
 DEMO_METHODS = ("asru", "ga_diff", "npo")

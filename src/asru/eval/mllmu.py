@@ -17,6 +17,7 @@ from asru.data import mllmu as data
 from asru.data.prompts import CLOZE_INSTRUCTION, GEN_INSTRUCTION, MC_INSTRUCTION, cloze_prompt, gen_prompt, mc_prompt
 from asru.data.schema import QAItem
 from asru.errors import UserError
+from asru.eval import registry
 from asru.eval.metrics import contains_answer, mc_letter, rouge_scores, sentence_bleu
 from asru.eval.quality import add_quality, answer_perplexities, judged_indices
 from asru.models.generate import generate
@@ -144,25 +145,15 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def split_summary(records: list[dict]) -> dict[str, Any]:
-    """The MLLMU-Bench numbers of one split, all fractions in [0, 1]."""
+def split_summary(records: list[dict], split: str = "forget") -> dict[str, Any]:
+    """The numbers of one split, all registered in `asru.eval.registry` (fractions in [0, 1] unless a metric says
+    otherwise), plus the item counts per task."""
     def pick(task: str, setting: str | None = None) -> list[dict]:
         return [r for r in records if r["task"] == task and (setting is None or r["setting"] == setting)]
 
-    gen = pick("gen")
-    return {
-        "mc_image_acc": _mean([float(r["correct"]) for r in pick("mc", "image")]),
-        "mc_text_acc": _mean([float(r["correct"]) for r in pick("mc", "text")]),
-        "gen_rougeL": _mean([r["rougeL"] for r in gen]),
-        "gen_rouge1": _mean([r["rouge1"] for r in gen]),
-        "gen_rouge2": _mean([r["rouge2"] for r in gen]),
-        "gen_bleu": _mean([r["bleu"] for r in gen]),
-        "gen_contains": _mean([float(r["contains"]) for r in gen]),
-        "gen_refusal_rate": _mean([float(r["refusal"]) for r in gen]),
-        "cloze_acc": _mean([float(r["correct"]) for r in pick("cloze")]),
-        "n_items": {"mc_image": len(pick("mc", "image")), "mc_text": len(pick("mc", "text")),
-                    "gen": len(gen), "cloze": len(pick("cloze"))},
-    }
+    return {**registry.summarize_split(records, split),
+            "n_items": {"mc_image": len(pick("mc", "image")), "mc_text": len(pick("mc", "text")),
+                        "gen": len(pick("gen")), "cloze": len(pick("cloze"))}}
 
 
 def distinct_refusal_ratio(replies: list[str]) -> float | None:
@@ -190,7 +181,7 @@ def world_summary(records: list[dict]) -> dict[str, Any]:
 
 def summarize(records: list[dict], splits: Iterable[str] = SPLITS) -> dict[str, Any]:
     """results.json body (without meta): one block per split, then the world's extras."""
-    results: dict[str, Any] = {s: split_summary([r for r in records if r["split"] == s]) for s in splits}
+    results: dict[str, Any] = {s: split_summary([r for r in records if r["split"] == s], s) for s in splits}
     results.update(world_summary(records))
     return results
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from asru.errors import UserError
+from asru.eval import registry
 from asru.eval.judge import CATEGORIES, JudgeScore, aggregate, judge_answer
 
 SPLITS = ("forget", "test", "retain", "celebrity")
@@ -177,13 +178,14 @@ class Stat:
 
 @dataclass(frozen=True)
 class Column:
-    """One table column: `key` is its path in results.json (dots) or a derived name; `better` is low/high/None."""
+    """One table column: `key` is its path in results.json (dots) or a derived name; `better` is low/high/target/None."""
 
     key: str
     header: str
     group: str
     unit: str = "pct"
     better: str | None = None
+    target: float | None = None  # the best value when better == "target"
 
 
 UNITS = {"pct": (100.0, 1), "score": (1.0, 2), "s": (1.0, 0), "MB": (1.0, 0)}
@@ -192,35 +194,41 @@ GROUPS = {
     "test": "Test set: forget people, new images and paraphrases (lower = forgotten)",
     "retain": "Retain set (higher = kept)",
     "celebrity": "Celebrities, pre-existing knowledge (higher = kept)",
+    "oracle": "Knowledge in the weights, against the retain-only oracle",
     "quality": "Generation quality of forget answers (offline judge)",
     "utility": "Over-refusal, general utility and cost",
 }
 
 
-def _split_columns(split: str, better: str) -> list[Column]:
-    return [Column(f"{split}.mc_image_acc", "MC image %", split, "pct", better),
-            Column(f"{split}.mc_text_acc", "MC text %", split, "pct", better),
-            Column(f"{split}.gen_rougeL", "ROUGE-L ×100", split, "pct", better),
-            Column(f"{split}.gen_contains", "answer stated %", split, "pct", better),
-            Column(f"{split}.cloze_acc", "cloze %", split, "pct", better)]
+def _split_columns(split: str) -> list[Column]:
+    """The registered split metrics shown in the report, with the split's direction (asru.eval.registry)."""
+    return [Column(f"{split}.{m.name}", m.header, split, m.unit, m.better(split), m.target)
+            for m in registry.split_metrics(split) if m.report]
 
 
-COLUMNS: tuple[Column, ...] = (
-    *_split_columns("forget", "low"), *_split_columns("test", "low"),
-    *_split_columns("retain", "high"), *_split_columns("celebrity", "high"),
-    Column("forget.quality.refusal_rate", "refusal %", "quality", "pct", "high"),
-    Column("forget.quality.mean_contextual_refusal", "contextual refusal (0-5)", "quality", "score", "high"),
-    Column("forget.quality.mean_leakage", "leakage (5 = none)", "quality", "score", "high"),
-    Column("forget.quality.mean_naturalness", "naturalness (1-5)", "quality", "score", "high"),
-    Column("forget.quality.hallucination_rate", "hallucination %", "quality", "pct", "low"),
-    Column("forget.quality.gibberish_rate", "gibberish %", "quality", "pct", "low"),
-    Column("forget.quality.top_refusal_share", "top refusal share %", "quality", "pct"),  # 0 also when none refuse
-    Column("retain.quality.refusal_rate", "retain refusal % (over-refusal)", "utility", "pct", "low"),
-    Column("general_vqa_acc", "general VQA %", "utility", "pct", "high"),
-    Column("unseen_refusal_rate", "unseen-face refusal %", "utility", "pct", "high"),
-    Column("wall_seconds", "wall time (s)", "utility", "s", "low"),
-    Column("peak_memory_mb", "peak memory (MiB)", "utility", "MB", "low"),
-)
+def _run_columns(group: str) -> list[Column]:
+    return [Column(m.name, m.header, group, m.unit, m.forget, m.target)
+            for m in registry.metrics("run") if m.report and m.group == group]
+
+
+def columns() -> tuple[Column, ...]:
+    """Every column of the table, read from the registry at call time (a metric registered later shows too)."""
+    return (
+        *_split_columns("forget"), *_split_columns("test"), *_split_columns("retain"), *_split_columns("celebrity"),
+        *_run_columns("oracle"),
+        Column("forget.quality.refusal_rate", "refusal %", "quality", "pct", "high"),
+        Column("forget.quality.mean_contextual_refusal", "contextual refusal (0-5)", "quality", "score", "high"),
+        Column("forget.quality.mean_leakage", "leakage (5 = none)", "quality", "score", "high"),
+        Column("forget.quality.mean_naturalness", "naturalness (1-5)", "quality", "score", "high"),
+        Column("forget.quality.hallucination_rate", "hallucination %", "quality", "pct", "low"),
+        Column("forget.quality.gibberish_rate", "gibberish %", "quality", "pct", "low"),
+        Column("forget.quality.top_refusal_share", "top refusal share %", "quality", "pct"),  # 0 also when none refuse
+        Column("retain.quality.refusal_rate", "retain refusal % (over-refusal)", "utility", "pct", "low"),
+        *_run_columns("utility"),
+        Column("unseen_refusal_rate", "unseen-face refusal %", "utility", "pct", "high"),
+        Column("wall_seconds", "wall time (s)", "utility", "s", "low"),
+        Column("peak_memory_mb", "peak memory (MiB)", "utility", "MB", "low"),
+    )
 
 
 def _number(value: Any) -> float | None:
@@ -290,7 +298,7 @@ def results_table(runs: Sequence[Run], costs: dict[str, dict] | None = None) -> 
 
 def row_keys() -> list[str]:
     """Every number a row carries: the table's columns, then the extra ones the plots show."""
-    keys = dict.fromkeys(c.key for c in COLUMNS)
+    keys = dict.fromkeys(c.key for c in columns())
     keys.update(dict.fromkeys(key for panels in BAR_FIGURES.values() for p in panels for key, _ in p.series))
     keys.update(dict.fromkeys(k for panel in PARETO_PANELS for k in panel[:2]))
     return list(keys)
@@ -298,7 +306,7 @@ def row_keys() -> list[str]:
 
 def shown_columns(rows: Sequence[dict]) -> list[Column]:
     """Columns at least one row has a number for (no world extras / no manifest -> those columns go)."""
-    return [c for c in COLUMNS if any(row.get(c.key) is not None for row in rows)]
+    return [c for c in columns() if any(row.get(c.key) is not None for row in rows)]
 
 
 def best_labels(rows: Sequence[dict], col: Column) -> set[str]:
@@ -306,7 +314,9 @@ def best_labels(rows: Sequence[dict], col: Column) -> set[str]:
     scored = [(row[col.key].mean, row["label"]) for row in rows if row.get(col.key) is not None]
     if col.better is None or len(scored) < 2:
         return set()
-    best = (min if col.better == "low" else max)(m for m, _ in scored)
+    if col.better == "target":
+        scored = [(abs(m - col.target), label) for m, label in scored]
+    best = (max if col.better == "high" else min)(m for m, _ in scored)
     if all(abs(m - best) < 1e-12 for m, _ in scored):
         return set()  # a tie across every method singles nobody out
     return {label for m, label in scored if abs(m - best) < 1e-12}
@@ -315,6 +325,16 @@ def best_labels(rows: Sequence[dict], col: Column) -> set[str]:
 def _cell(row: dict, col: Column) -> str:
     value = row.get(col.key)
     return value.format(col.unit) if value is not None else "–"
+
+
+ARROWS = {"high": " ↑", "low": " ↓"}
+
+
+def header(col: Column) -> str:
+    """The column header with its direction: ↑ higher is better, ↓ lower, "→ 0.5" closer to the target."""
+    if col.better == "target":
+        return f"{col.header} → {col.target:g}"
+    return col.header + ARROWS.get(col.better or "", "")
 
 
 def _method_name(row: dict) -> str:
@@ -593,7 +613,7 @@ def markdown_tables(rows: Sequence[dict]) -> str:
         body = [[_md_escape(_method_name(row))] +
                 [f"**{_cell(row, c)}**" if row["label"] in best[c.key] else _cell(row, c) for c in cols]
                 for row in rows]
-        parts.append(f"### {heading}\n\n" + _md_table(["method", *[c.header for c in cols]], body))
+        parts.append(f"### {heading}\n\n" + _md_table(["method", *[header(c) for c in cols]], body))
     return "\n\n".join(parts)
 
 
@@ -704,7 +724,7 @@ def _html_cell(row: dict, col: Column, best: bool) -> str:
 def _html_table(rows: Sequence[dict], cols: Sequence[Column], colours: dict) -> str:
     esc = html.escape
     best = {c.key: best_labels(rows, c) for c in cols}
-    head = '<tr><th class="method">method</th>' + "".join(f"<th>{esc(c.header)}</th>" for c in cols) + "</tr>"
+    head = '<tr><th class="method">method</th>' + "".join(f"<th>{esc(header(c))}</th>" for c in cols) + "</tr>"
     body = []
     for row in rows:
         swatch = f'<span class="swatch" style="background:{colours[row["label"]]}"></span>'
