@@ -175,7 +175,7 @@ def print_results(console, results: dict) -> None:
             row = results[split]
             table.add_row(split, *[("-" if row.get(k) is None else f"{row[k]:.3f}") for k in keys])
     console.print(table)
-    extras = {k: v for k, v in results.items() if not isinstance(v, dict)}
+    extras = {k: v for k, v in results.items() if not isinstance(v, (dict, list))}
     if extras:
         console.print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in extras.items()))
     for key, value in results.items():

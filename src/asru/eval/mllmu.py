@@ -17,6 +17,7 @@ from asru.data import mllmu as data
 from asru.data.prompts import CLOZE_INSTRUCTION, GEN_INSTRUCTION, MC_INSTRUCTION, cloze_prompt, gen_prompt, mc_prompt
 from asru.data.schema import QAItem
 from asru.errors import UserError
+from asru.eval import likelihood as lik
 from asru.eval import registry
 from asru.eval.metrics import contains_answer, mc_letter, rouge_scores, sentence_bleu
 from asru.eval.quality import add_quality, answer_perplexities, judged_indices
@@ -211,11 +212,12 @@ def _meta(model, data_dir, forget_split: str, splits: Sequence[str], shots: dict
 def evaluate(model, processor, data_dir: str | Path, forget_split: str = "forget_10", *,
              splits: Sequence[str] = SPLITS, max_new_tokens: int = 32, batch_size: int = 64,
              limit: int | None = None, progress: bool = True, extras: bool = True, judge: bool = True,
-             reference=None) -> tuple[dict, list[dict]]:
+             reference=None, likelihood: bool = True) -> tuple[dict, list[dict]]:
     """Run the MLLMU-Bench protocol on a loaded model; returns (results, per-item records).
 
     `limit` caps the number of retain people (the first by ID) for speed; forget, test and celebrity are
-    always complete. `extras=False` skips the world's general-VQA and unseen-face questions.
+    always complete. `extras=False` skips the world's general-VQA and unseen-face questions. `likelihood=False`
+    skips the teacher-forced MC metrics (asru.eval.likelihood).
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise UserError(f"max_new_tokens and batch_size must be positive (got {max_new_tokens}, {batch_size})")
@@ -224,9 +226,15 @@ def evaluate(model, processor, data_dir: str | Path, forget_split: str = "forget
     needs_shots = any(i.task == "mc" for s in FEW_SHOT_SPLITS for i in items.get(s, []))
     shots = few_shots(data_dir) if needs_shots else {}
     plan = plan_prompts(items, shots)
+    lik_plans = lik.plan(plan, items) if likelihood else []  # bad MC items are refused before any compute
     replies = generate(model, processor, [(prompt, item.image) for _, item, prompt in plan],
                        max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=False, progress=progress)
     records = [make_record(split, item, prompt, reply) for (split, item, prompt), reply in zip(plan, replies)]
+    lik_seconds = None
+    if likelihood:
+        lik_start = time.perf_counter()
+        lik.score(model, processor, lik_plans, records, batch_size=batch_size)
+        lik_seconds = round(time.perf_counter() - lik_start, 2)
     results = summarize(records, [s for s in SPLITS if s in splits])
     if judge:
         judge_start = time.perf_counter()
@@ -238,6 +246,10 @@ def evaluate(model, processor, data_dir: str | Path, forget_split: str = "forget
         add_quality(results, records, ppl)
         judge_seconds = round(time.perf_counter() - judge_start, 2)
     results["meta"] = _meta(model, data_dir, forget_split, splits, shots, limit, max_new_tokens, batch_size)
+    if likelihood:
+        results["forget_truth_ratios"] = [r["truth_ratio"] for r in records
+                                          if r["split"] == "forget" and r.get("truth_ratio") is not None]
+    results["meta"]["likelihood"] = {**lik.meta(), "seconds": lik_seconds} if likelihood else None
     results["meta"].update(n_prompts=len(plan), seconds=round(time.perf_counter() - start, 2),
                            judge={"kind": "offline", "perplexity_reference": _model_path(reference) if reference else None,
                                   "seconds": judge_seconds} if judge else None)

@@ -191,3 +191,22 @@ register(Metric("cloze_acc", "cloze %", "low", "high", task="cloze", value=_flag
                 claims=("forget",), doc="fill-in-the-blank: the ground truth is in the reply"))
 register(Metric("general_vqa_acc", "general VQA %", "high", "high", level="run", claims=("run",),
                 doc="embedded world only: general visual questions answered (utility)"))
+
+# likelihood multiple choice and truth ratio (asru.eval.likelihood); None on results written before them
+for _setting in ("image", "text"):
+    register(Metric(f"mc_{_setting}_lik_acc", f"MC {_setting} likelihood %", "low", "high", task="mc",
+                    setting=_setting, value=_flag("lik_correct"), summary=True,
+                    claims=("forget", "test", "retain", "celebrity") if _setting == "image" else ("forget", "test", "retain"),
+                    doc="argmax over options of the per-token mean log-prob of the option inside the answer sentence"))
+    register(Metric(f"mc_{_setting}_lik_acc_sum", f"MC {_setting} likelihood (sum) %", "low", "high", task="mc",
+                    setting=_setting, value=_flag("lik_correct_sum"), report=False,
+                    doc="the same with the summed log-prob (lm-eval's acc)"))
+    register(Metric(f"mc_{_setting}_letter_acc", f"MC {_setting} letter logit %", "low", "high", task="mc",
+                    setting=_setting, value=_flag("letter_correct"),
+                    doc="argmax over the option letters' logits at the answer position of the MC protocol prompt"))
+register(Metric("mc_no_answer_rate", "MC no answer %", "high", "low", task="mc",
+                value=lambda r: None if "predicted_letter" not in r else float(r["predicted_letter"] is None),
+                report=False, doc="generated-letter protocol: the reply's first character is not an option letter"))
+register(Metric("truth_ratio", "truth ratio", "high", "low", task="mc", value=_number("truth_ratio"), unit="score",
+                splits=("forget", "test", "retain"),
+                doc="TOFU truth ratio, mean over MC items: ~0 = knows the truth, ~1 = no preference"))
