@@ -61,11 +61,13 @@ def evaluate(model: Path = typer.Option(..., "--model"), data: Path = typer.Opti
              judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model name, e.g. gpt-4o-mini"),
              judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="env variable holding the API key"),
              reference: Optional[Path] = typer.Option(None, "--reference", help="perplexity reference (default: the vanilla model of a run)"),
+             holdout_split: Optional[str] = typer.Option(None, "--holdout-split", help="split of never-taught people for membership inference (default: the world's world/holdout)"),
+             oracle: Optional[Path] = typer.Option(None, "--oracle", help="retain-only oracle: its results.json or model dir (Forget Quality, PrivLeak)"),
              force: bool = FORCE) -> None:
     """Run the MLLMU-Bench protocol (+ the world's utility and refusal checks) on a model."""
     llm = {"url": judge_url, "model": judge_model, "key_env": judge_key_env}
     results = pipeline.eval_stage(model, data, out, forget_split, preset, limit=limit, judge=judge,
-                                  reference=reference, llm=llm, force=force)
+                                  reference=reference, llm=llm, force=force, holdout=holdout_split, oracle=oracle)
     pipeline.print_results(console, results)
 
 

@@ -84,8 +84,13 @@ def resolve_model_dir(model: str | Path) -> Path:
 
 
 def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = "tiny", *, limit=None,
-               judge: str = "offline", reference=None, llm: dict | None = None, force=False, reuse=False) -> dict:
-    """Evaluate a model on the MLLMU-Bench protocol and write results.json + results.items.jsonl + manifest."""
+               judge: str = "offline", reference=None, llm: dict | None = None, force=False, reuse=False,
+               holdout: str | None = None, oracle=None) -> dict:
+    """Evaluate a model on the MLLMU-Bench protocol and write results.json + results.items.jsonl + manifest.
+
+    `holdout`: the split of never-taught people for membership inference (default: the world's holdout).
+    `oracle`: the retain-only oracle's results.json, or its model directory (then evaluated first, with the same
+    settings, into `<out stem>.oracle.json`), for Forget Quality and PrivLeak."""
     from asru.eval.mllmu import evaluate, write_results
     from asru.eval.quality import add_llm_quality
     from asru.models.load import load_model
@@ -95,6 +100,7 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
         return json.loads(out.read_text())
     check_results_path(out, force)
     data = require_world(data)
+    oracle_results = oracle_results_of(oracle, data, out, forget_split, preset, limit, holdout)
     settings = load_preset(preset).get("eval", {})
     model_dir = resolve_model_dir(model)
     loaded, processor = load_model(model_dir)
@@ -107,13 +113,14 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     if judge != "none" and reference_dir is not None:
         reference_model = loaded if Path(reference_dir).resolve() == model_dir.resolve() else load_model(reference_dir)[0]
     manifest = Manifest(command="eval", config={"model": str(model_dir), "data": str(data), "forget_split": forget_split,
-                                                "limit": limit, **settings})
+                                                "limit": limit, "holdout": holdout,
+                                                "oracle": str(oracle) if oracle else None, **settings})
     try:
         with manifest.stage("eval"):
             results, records = evaluate(loaded, processor, data, forget_split, limit=limit,
                                         max_new_tokens=settings.get("max_new_tokens", 32),
                                         batch_size=settings.get("batch_size", 64), judge=judge != "none",
-                                        reference=reference_model)
+                                        reference=reference_model, holdout=holdout, oracle=oracle_results)
         if llm_judge is not None:
             with manifest.stage("llm_judge"):
                 add_llm_quality(results, records, llm_judge)
@@ -123,6 +130,30 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     write_results(results, records, out)
     manifest.extra["status"] = "done"
     manifest.write(out.parent, name=out.stem + ".manifest.json")
+    return results
+
+
+def oracle_results_of(oracle, data: Path, out: Path, forget_split: str, preset: str, limit, holdout) -> dict | None:
+    """The oracle's results: read a results.json, or evaluate an oracle model directory once (reused after)."""
+    if oracle is None:
+        return None
+    path = Path(oracle)
+    if path.is_dir():
+        target = out.with_name(out.stem + ".oracle.json")
+        return eval_stage(path, data, target, forget_split, preset, limit=limit, judge="none", holdout=holdout,
+                          reuse=True)
+    if path.suffix != ".json" or not path.is_file():
+        raise UserError(f"--oracle {path} is neither a results.json nor a model directory; pass the oracle's "
+                        "`asru eval` results or the model `asru oracle` wrote")
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"--oracle {path} is not valid JSON ({exc}); re-create it with `asru eval`") from exc
+    if not isinstance(results, dict) or not results.get("forget_truth_ratios"):
+        raise UserError(f"--oracle {path} has no forget_truth_ratios; evaluate the oracle with this asru version")
+    if (results.get("meta") or {}).get("forget_split") not in (None, forget_split):
+        raise UserError(f"--oracle {path} was evaluated on {results['meta']['forget_split']}, not {forget_split}; "
+                        "evaluate the oracle of this split")
     return results
 
 
@@ -178,6 +209,9 @@ def print_results(console, results: dict) -> None:
     extras = {k: v for k, v in results.items() if not isinstance(v, (dict, list))}
     if extras:
         console.print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in extras.items()))
+    note = (results.get("meta") or {}).get("mia")
+    if note:
+        console.print(f"membership inference: {note}")
     for key, value in results.items():
         if key in ("mia", "oracle") and isinstance(value, dict):
             flat = {k: v for k, v in value.items() if isinstance(v, (int, float, str)) or v is None}

@@ -100,6 +100,16 @@ def truth_ratio(true: TokenScores, perturbed: Sequence[TokenScores]) -> float:
     return math.exp(min(50.0, log_mean - true.mean))
 
 
+def forget_quality(model_ratios: Sequence[float], oracle_ratios: Sequence[float]) -> float:
+    """TOFU's Forget Quality: the two-sample KS-test p-value between the model's and the oracle's forget truth
+    ratios (high = indistinguishable from a model that never saw the forget people)."""
+    from scipy.stats import ks_2samp
+
+    if not model_ratios or not oracle_ratios:
+        raise UserError("Forget Quality needs forget truth ratios of both models; evaluate them with likelihood on")
+    return float(ks_2samp(list(model_ratios), list(oracle_ratios)).pvalue)
+
+
 def letter_token_ids(tokenizer, letters: Sequence[str]) -> list[int]:
     """The first token of each option letter as the model would generate it right after the prompt."""
     ids = []

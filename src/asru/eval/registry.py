@@ -210,3 +210,13 @@ register(Metric("mc_no_answer_rate", "MC no answer %", "high", "low", task="mc",
 register(Metric("truth_ratio", "truth ratio", "high", "low", task="mc", value=_number("truth_ratio"), unit="score",
                 splits=("forget", "test", "retain"),
                 doc="TOFU truth ratio, mean over MC items: ~0 = knows the truth, ~1 = no preference"))
+
+# membership inference (asru.eval.mia) and the oracle comparison: run-level blocks `mia` and `oracle`
+for _attack, _title in (("loss", "LOSS"), ("zlib", "ZLib"), ("min_k", "Min-K% (40 %)"), ("min_k_pp", "Min-K%++")):
+    register(Metric(f"mia.{_attack}_auc", f"MIA {_title} AUC", "target", "target", level="run", unit="score",
+                    target=0.5, group="oracle", doc=f"{_title} forget-vs-holdout AUC; 0.5 = no membership signal"))
+for _attack, _title in (("loss", "LOSS"), ("min_k_pp", "Min-K%++")):
+    register(Metric(f"oracle.{_attack}_privleak", f"PrivLeak ({_title})", "target", "target", level="run",
+                    unit="score", target=0.0, group="oracle", doc="(AUC_model - AUC_oracle) / AUC_oracle"))
+register(Metric("oracle.forget_quality", "Forget Quality (KS p)", "high", "high", level="run", unit="score",
+                group="oracle", doc="KS-test p-value of forget truth ratios against the retain-only oracle"))
