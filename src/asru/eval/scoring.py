@@ -112,7 +112,7 @@ def _score_batch(model, features: list[dict], pad: int, stats: bool, probe_ids) 
     if stats:
         p = logp.exp()
         mu = (p * logp).sum(-1)
-        sigma = ((p * logp.square()).sum(-1) - mu.square()).clamp_min(0).sqrt()
+        sigma = (p * (logp - mu.unsqueeze(-1)).square()).sum(-1).sqrt()  # centred: no cancellation
     scores = []
     for row in range(len(features)):
         m = mask[row]
