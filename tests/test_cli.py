@@ -179,3 +179,13 @@ def test_demo_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
     assert run(args, capsys)[0] == 0
     for path, stamp in stamps.items():  # base and vanilla were reused, not retrained
         assert path.stat().st_mtime == stamp
+
+
+def test_eval_oracle_that_is_not_a_results_file(micro_world, micro_models, tmp_path, capsys):
+    bad = tmp_path / "oracle.json"
+    bad.write_text("{not json")
+    for oracle in (bad, tmp_path / "missing.txt"):
+        code, _, err = run(["eval", "--model", micro_models[1], "--data", micro_world, "--out", tmp_path / "r.json",
+                            "--preset", "micro", "--oracle", oracle], capsys)
+        assert code == 2 and "--oracle" in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()

@@ -110,12 +110,14 @@ def compare(data: Path = typer.Option(..., "--data"), model: Path = typer.Option
             forget_split: str = typer.Option("forget_10", "--forget-split"),
             methods: str = typer.Option("all", "--methods", help="comma-separated method names, or all"),
             seeds: int = typer.Option(1, "--seeds", min=1), out: Path = typer.Option(..., "--out"),
-            preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated")) -> None:
+            preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated"),
+            oracle: Optional[Path] = typer.Option(None, "--oracle", help="retain-only oracle model dir (`asru oracle`): a row of its own, Forget Quality, PrivLeak, distance to it")) -> None:
     """Run (or reuse) every method x seed, evaluate them all, and write the comparison report."""
     from asru.compare import expand_methods, run_compare
 
     summary = run_compare(console, data, pipeline.resolve_model_dir(model), base, out, forget_split,
-                          expand_methods(methods), seeds, preset, limit)
+                          expand_methods(methods), seeds, preset, limit,
+                          oracle=pipeline.resolve_model_dir(oracle) if oracle else None)
     console.print(f"[green]report[/green] {summary['report_html']}")
 
 

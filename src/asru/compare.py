@@ -60,11 +60,13 @@ def expand_methods(spec: str) -> list[str]:
 
 def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path, forget_split: str,
                 methods: Sequence[str], seeds: int, preset: str, limit: int | None = None,
-                vanilla_results: Path | None = None) -> dict:
+                vanilla_results: Path | None = None, oracle: Path | None = None) -> dict:
     """Unlearn + evaluate every (method, seed), evaluate the vanilla model, write the report.
 
     `vanilla_results`: an evaluation of the same vanilla model with the same settings (the demo's), copied
-    instead of evaluating the vanilla model a second time."""
+    instead of evaluating the vanilla model a second time. `oracle`: the retain-only oracle's model directory
+    (whoever built it); it is evaluated as a row of its own and every run gets Forget Quality / PrivLeak against
+    it plus a distance-to-oracle view."""
     from asru.eval.report import load_run, write_report
 
     out = Path(out)
@@ -87,11 +89,65 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
                                 reuse=not retrained, force=retrained)
             manifest = json.loads((run_dir / "manifest.json").read_text())
             runs.append(load_run(results, label=method, manifest=manifest))
+    oracle_notes = ""
+    if oracle is not None:
+        own_oracle = out / "results" / "oracle.json"
+        pipeline.eval_stage(oracle, data, own_oracle, forget_split, preset, limit=limit, judge="none", reuse=True)
+        oracle_run = load_run(own_oracle, label="oracle")
+        add_oracle_comparison(runs, oracle_run.results)
+        runs.insert(1, oracle_run)
     claims = relative_claims(runs)
+    if oracle is not None:
+        claims["distance_to_oracle"] = distance_to_oracle(runs)
+        oracle_notes = distance_markdown(claims["distance_to_oracle"]) + "\n\n"
     (out / "claims.json").write_text(json.dumps(claims, indent=2))
-    notes = claims_markdown(claims) + "\n\n" + tuning_markdown(load_preset(preset), methods)
+    notes = claims_markdown(claims) + "\n\n" + oracle_notes + tuning_markdown(load_preset(preset), methods)
     md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})", notes_md=notes)
     return {"report_md": str(md), "report_html": str(html), "claims": claims}
+
+
+def add_oracle_comparison(runs, oracle_results: dict) -> None:
+    """Forget Quality and PrivLeak against the oracle for every run, in place (results["oracle"]); runs evaluated
+    without likelihood metrics (older results) get none."""
+    from asru.eval.mllmu import oracle_comparison
+
+    for run in runs:
+        if run.results.get("forget_truth_ratios"):
+            run.results["oracle"] = oracle_comparison(run.results, oracle_results)
+
+
+DISTANCE_METRICS = ("mc_lik_acc", "mc_image_lik_acc", "mc_text_lik_acc", "mc_image_acc", "gen_contains", "truth_ratio")
+DISTANCE_SPLITS = ("forget", "retain")
+
+
+def distance_to_oracle(runs) -> dict:
+    """Per label: mean over seeds of |metric - oracle| on forget and retain (0 = behaves like the oracle)."""
+    oracle = next(r.results for r in runs if r.label == "oracle")
+    out: dict = {}
+    for label in dict.fromkeys(r.label for r in runs if r.label != "oracle"):
+        rs = [r.results for r in runs if r.label == label]
+        row = {}
+        for path in (f"{s}.{m}" for s in DISTANCE_SPLITS for m in DISTANCE_METRICS):
+            values = [abs(_get(r, path) - _get(oracle, path)) for r in rs
+                      if _get(r, path) is not None and _get(oracle, path) is not None]
+            row[path] = statistics.mean(values) if values else None
+        out[label] = row
+    return out
+
+
+def distance_markdown(distance: dict) -> str:
+    paths = [p for p in (f"{s}.{m}" for s in DISTANCE_SPLITS for m in DISTANCE_METRICS)
+             if any(row.get(p) is not None for row in distance.values())]
+    if not paths:
+        return "**Distance to the oracle:** no run reports the likelihood metrics."
+    lines = ["**Distance to the retain-only oracle** (|metric - oracle|, mean over seeds; 0 = indistinguishable from "
+             "a model that never saw the forget people; accuracies in points).", "",
+             "| method | " + " | ".join(paths) + " |", "|---|" + "---|" * len(paths)]
+    for label, row in distance.items():
+        cells = ["–" if row[p] is None else (f"{row[p]:.3f}" if p.endswith("truth_ratio") else f"{100 * row[p]:.1f}")
+                 for p in paths]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _copy_results(source: Path, target: Path) -> None:
@@ -162,7 +218,7 @@ def relative_claims(runs) -> dict:
     """ASRU against each baseline, in the paper's terms (+% effectiveness, x generation quality, utility points)."""
     vanilla = next(r.results for r in runs if r.label == "vanilla")
     per_method: dict[str, dict] = {}
-    for label in dict.fromkeys(r.label for r in runs if r.label != "vanilla"):
+    for label in dict.fromkeys(r.label for r in runs if r.label not in ("vanilla", "oracle")):
         rs = [r.results for r in runs if r.label == label]
         values = {"effectiveness": [effectiveness(r, vanilla) for r in rs],
                   "generation_quality": [generation_quality(r) for r in rs],

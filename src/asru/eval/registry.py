@@ -204,6 +204,8 @@ for _setting in ("image", "text"):
     register(Metric(f"mc_{_setting}_letter_acc", f"MC {_setting} letter logit %", "low", "high", task="mc",
                     setting=_setting, value=_flag("letter_correct"),
                     doc="argmax over the option letters' logits at the answer position of the MC protocol prompt"))
+register(Metric("mc_lik_acc", "MC likelihood % (all)", "low", "high", task="mc", value=_flag("lik_correct"),
+                report=False, doc="likelihood MC over image and text questions together (the oracle plot's axes)"))
 register(Metric("mc_no_answer_rate", "MC no answer %", "high", "low", task="mc",
                 value=lambda r: None if "predicted_letter" not in r else float(r["predicted_letter"] is None),
                 report=False, doc="generated-letter protocol: the reply's first character is not an option letter"))

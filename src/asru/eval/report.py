@@ -300,7 +300,7 @@ def row_keys() -> list[str]:
     """Every number a row carries: the table's columns, then the extra ones the plots show."""
     keys = dict.fromkeys(c.key for c in columns())
     keys.update(dict.fromkeys(key for panels in BAR_FIGURES.values() for p in panels for key, _ in p.series))
-    keys.update(dict.fromkeys(k for panel in PARETO_PANELS for k in panel[:2]))
+    keys.update(dict.fromkeys(k for panel in (*PARETO_PANELS, ORACLE_PANEL) for k in panel[:2]))
     return list(keys)
 
 
@@ -381,13 +381,18 @@ PARETO_PANELS = (
     ("forget.mc_image_acc", "retain.mc_image_acc", "Multiple choice (image)", "MC image accuracy"),
     ("forget.gen_contains", "retain.gen_contains", "Generation (answer stated)", "answer-stated rate"),
 )
+# Knowledge in the weights: where every method sits between the vanilla model (top right) and the oracle.
+ORACLE_PANEL = ("forget.mc_lik_acc", "retain.mc_lik_acc", "Likelihood MC (in the weights)", "likelihood MC accuracy")
+REFERENCE_MARKERS = {"vanilla": "s", "oracle": "D"}  # the two reference models stand out from the methods
 
 
 def _pareto_panel(ax, rows: Sequence[dict], xkey: str, ykey: str, title: str, what: str, colours: dict) -> None:
     pts = [(row, row[xkey], row[ykey]) for row in rows if row.get(xkey) is not None and row.get(ykey) is not None]
     for row, x, y in pts:
-        ax.errorbar(x.mean * 100, y.mean * 100, xerr=x.std * 100, yerr=y.std * 100, fmt="o", ms=8, capsize=3,
-                    color=colours[row["label"]], label=row["label"])
+        marker = REFERENCE_MARKERS.get(row["label"], "o")
+        ax.errorbar(x.mean * 100, y.mean * 100, xerr=x.std * 100, yerr=y.std * 100, fmt=marker,
+                    ms=11 if marker != "o" else 8, capsize=3, color=colours[row["label"]], label=row["label"],
+                    markeredgecolor="black" if marker != "o" else None)
         ax.annotate(row["label"], (x.mean * 100, y.mean * 100), xytext=(6, 5), textcoords="offset points", fontsize=9)
     front = pareto_front([(x.mean, y.mean) for _, x, y in pts])
     if len(front) > 1:
@@ -401,11 +406,19 @@ def _pareto_panel(ax, rows: Sequence[dict], xkey: str, ykey: str, title: str, wh
         ax.text(50, 50, "no run reports these numbers", ha="center", va="center", color="#777777")
 
 
+def pareto_panels(rows: Sequence[dict]) -> tuple:
+    """The scatter panels: the oracle/likelihood panel joins when some run reports likelihood MC."""
+    with_lik = any(row.get(ORACLE_PANEL[0]) is not None for row in rows)
+    return (*PARETO_PANELS, ORACLE_PANEL) if with_lik else PARETO_PANELS
+
+
 def pareto_png(rows: Sequence[dict]) -> bytes:
-    """Forget-vs-retain scatter, one point per method (± std over seeds), with the Pareto front dashed."""
-    fig, axes = _figure(len(PARETO_PANELS), width=4.6, height=3.9)
+    """Forget-vs-retain scatter, one point per method (± std over seeds), with the Pareto front dashed; the vanilla
+    model is a square and the retain-only oracle a diamond."""
+    panels = pareto_panels(rows)
+    fig, axes = _figure(len(panels), width=4.6, height=3.9)
     colours = method_colours(rows)
-    for ax, panel in zip(axes, PARETO_PANELS):
+    for ax, panel in zip(axes, panels):
         _pareto_panel(ax, rows, *panel, colours)
     axes[-1].legend(loc="lower right", fontsize=8)
     return _png(fig)
