@@ -143,3 +143,30 @@ def test_real_layout_without_world_extras_runs_the_whole_eval(tmp_path):
     assert len(results["forget_truth_ratios"]) == results["forget"]["n_items"]["mc_image"] + \
         results["forget"]["n_items"]["mc_text"]
     assert results["meta"]["likelihood"]["headline_rule"] == "mean"
+
+
+def test_cached_prefix_scores_equal_one_pass_scores(tmp_path, monkeypatch):
+    """score_options (prompt once, key/value cache repeated per option) gives score_answers' numbers exactly, on a
+    random tiny Qwen3-VL with image and text prompts of different lengths in one batch."""
+    from asru.eval.scoring import score_options
+    from asru.models.tiny import TinyConfig, build_processor, build_tiny_model, build_tokenizer
+
+    bench = write_mllmu_fixture(tmp_path / "real", world=False)
+    items = [i for i in D.eval_items(bench, "forget_15") if i.task == "mc"]
+    tokenizer = build_tokenizer([i.question + " " + " ".join(i.options.values()) for i in items], vocab_size=300)
+    model, proc = build_tiny_model(tokenizer, TinyConfig(), seed=0), build_processor(tokenizer)
+    groups = [(i.question + " x" * k, i.image, [f"It is {v}." for v in i.options.values()])
+              for k, i in enumerate(items)]
+    assert any(g[1] is not None for g in groups) and any(g[1] is None for g in groups)
+    cached = score_options(model, proc, groups, batch_size=8)
+    flat = score_answers(model, proc, [(p, img, a) for p, img, answers in groups for a in answers], batch_size=8)
+    assert [s.n for g in cached for s in g] == [s.n for s in flat]
+    for got, want in zip((s for g in cached for s in g), flat):
+        assert got.sum == pytest.approx(want.sum, abs=1e-4)
+    from asru.eval import scoring
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("image prompts must take the cached-prefix path")
+
+    monkeypatch.setattr(scoring, "score_answers", no_fallback)
+    assert len(score_options(model, proc, [g for g in groups if g[1] is not None], batch_size=8)) > 0

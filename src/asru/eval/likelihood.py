@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from asru.data.prompts import gen_prompt
 from asru.data.schema import QAItem
 from asru.errors import UserError
-from asru.eval.scoring import TokenScores, score_answers
+from asru.eval.scoring import TokenScores, score_answers, score_options
 
 HEADLINE_RULE = "mean"  # mc_*_lik_acc: argmax of the per-token mean log-probability (lm-eval's acc_norm analogue)
 
@@ -129,8 +129,8 @@ def score(model, processor, plans: Sequence[MCPlan], records: list[dict], batch_
     """Option likelihood, letter likelihood and truth ratio of every planned MC record, written into the records."""
     if not plans:
         return
-    examples = [(p.prompt, p.item.image, text) for p in plans for text in p.continuations.values()]
-    option_scores = iter(score_answers(model, processor, examples, batch_size=batch_size))
+    groups = [(p.prompt, p.item.image, list(p.continuations.values())) for p in plans]
+    option_scores = iter(s for group in score_options(model, processor, groups, batch_size=batch_size) for s in group)
     letters = sorted({k for p in plans for k in p.continuations})
     probe = letter_token_ids(processor.tokenizer, letters)
     letter_scores = score_answers(model, processor, [(p.letter_prompt, p.item.image, p.item.answer) for p in plans],

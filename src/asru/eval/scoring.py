@@ -123,3 +123,88 @@ def _score_batch(model, features: list[dict], pad: int, stats: bool, probe_ids) 
             sigma[row][m].tolist() if stats else [],
             logp[row, first, list(probe_ids)].tolist() if probe_ids and first is not None else []))
     return scores
+
+
+@torch.inference_mode()
+def score_options(model, processor, groups: Sequence[tuple[str, ImageInput, Sequence[str]]], *,
+                  batch_size: int = 32) -> list[list[TokenScores]]:
+    """Score several answers to one prompt, for every (prompt, image, answers): the prompt (and its image, the
+    expensive part) goes through the model once, its key/value cache is repeated for each answer, and only the
+    answers' tokens are run on top. Same numbers as `score_answers` on every (prompt, image, answer)
+    (tests/test_likelihood.py checks it), for about 1/len(answers) of the vision cost."""
+    if not groups:
+        return []
+    tokenizer = processor.tokenizer
+    end = turn_end_token(tokenizer)
+    prompts = [encode_prompt(processor, p, img) for p, img, _ in groups]
+    answers = [[tokenizer(a + end, add_special_tokens=False)["input_ids"] for a in answers] for _, _, answers in groups]
+    limit = max_positions(model)
+    for k, (enc, conts) in enumerate(zip(prompts, answers)):
+        need = len(enc["input_ids"]) + max(map(len, conts))
+        if limit is not None and need > limit:
+            raise UserError(f"the model holds {limit} positions but prompt + answer of {groups[k][0][:60]!r} "
+                            f"needs {need} tokens; evaluate a model with a longer context (max_position_embeddings)")
+    out: list[list[TokenScores]] = [[] for _ in groups]
+    order = sorted(range(len(groups)), key=lambda i: (groups[i][1] is not None, len(prompts[i]["input_ids"])))
+    pad = pad_token_id(processor)
+    with eval_mode(model):
+        for size in {len(a) for a in answers}:  # one repeat factor per batch
+            same = [i for i in order if len(answers[i]) == size]
+            for idx in chunks(same, max(1, batch_size // size)):
+                scored = _options_batch(model, [prompts[i] for i in idx], [answers[i] for i in idx], pad, size)
+                if scored is None:  # no cached-prefix path for this batch: every answer in full
+                    flat = score_answers(model, processor, [(groups[i][0], groups[i][1], a) for i in idx
+                                                            for a in groups[i][2]], batch_size=batch_size)
+                    scored = [flat[k * size:(k + 1) * size] for k in range(len(idx))]
+                for i, scores in zip(idx, scored):
+                    out[i] = scores
+    return out
+
+
+def _options_batch(model, prompts: list[dict], answers: list[list[list[int]]], pad: int,
+                   r: int) -> list[list[TokenScores]] | None:
+    """The cached-prefix path, or None where it would not give exactly the one-pass numbers.
+
+    Why only with M-RoPE offsets: a Qwen-VL model's image prompt sets `rope_deltas`, from which the answer tokens'
+    positions follow exactly as in one pass over prompt + answer. Without them (text-only batches, other
+    architectures) a left-padded one-pass forward numbers positions its own way, so those batches are scored in full.
+    """
+    import warnings
+
+    inner = getattr(model, "model", None)
+    if inner is None or not hasattr(inner, "rope_deltas") or not any("image_grid_thw" in p for p in prompts):
+        return None
+    batch = move_batch(pad_features(prompts, pad, padding_side="left"), model)
+    inner.rope_deltas = None  # recomputed by this prompt pass; a stale value must not survive
+    first = model(**batch, use_cache=True, logits_to_keep=1)
+    if not isinstance(inner.rope_deltas, torch.Tensor):
+        return None
+    first_logp = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
+    cache = first.past_key_values
+    cache.batch_repeat_interleave(r)
+    conts = [c for group in answers for c in group]
+    width = max(map(len, conts))
+    device = batch["input_ids"].device
+    ids = torch.tensor([c + [pad] * (width - len(c)) for c in conts], device=device)
+    cont_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in conts], device=device)
+    mask = torch.cat([batch["attention_mask"].repeat_interleave(r, dim=0), cont_mask], dim=1)
+    positions = _positions(model, mask, width, r)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # past_key_values is renamed `cache` in transformers 5.40
+        logits = model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions,
+                       use_cache=False).logits
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    scores = []
+    for j, c in enumerate(conts):
+        head = first_logp[j // r, c[0]]
+        rest = logp[j, torch.arange(len(c) - 1, device=device), torch.tensor(c[1:], dtype=torch.long, device=device)]
+        scores.append(TokenScores([float(head), *rest.tolist()]))
+    return [scores[k * r:(k + 1) * r] for k in range(len(answers))]
+
+
+def _positions(model, mask: torch.Tensor, width: int, r: int) -> torch.Tensor:
+    """M-RoPE position ids (3 x rows x width) of the answer tokens after a left-padded prompt: the row's count of
+    real tokens plus its offset `rope_deltas` (set by the prompt's forward pass), as in one pass."""
+    positions = (mask.long().cumsum(-1) - 1)[:, -width:]
+    deltas = model.model.rope_deltas.to(positions.device).repeat_interleave(r, dim=0)
+    return (positions + deltas).unsqueeze(0).expand(3, -1, -1)
