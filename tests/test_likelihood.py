@@ -166,7 +166,28 @@ def test_cached_prefix_scores_equal_one_pass_scores(tmp_path, monkeypatch):
     from asru.eval import scoring
 
     def no_fallback(*args, **kwargs):
-        raise AssertionError("image prompts must take the cached-prefix path")
+        raise AssertionError("a model with a key/value cache must take the cached-prefix path")
 
     monkeypatch.setattr(scoring, "score_answers", no_fallback)
-    assert len(score_options(model, proc, [g for g in groups if g[1] is not None], batch_size=8)) > 0
+    assert len(score_options(model, proc, groups, batch_size=8)) == len(groups)
+
+
+def test_letter_logprobs_from_generation_equal_a_teacher_forced_pass(tmp_path):
+    """evaluate() reads the letters' log-probs off the generation's first step; one forward over the MC prompt
+    gives the same numbers."""
+    from asru.models.tiny import TinyConfig, build_processor, build_tiny_model, build_tokenizer
+
+    bench = write_mllmu_fixture(tmp_path / "real", world=False)
+    texts = [i.question + " " + i.answer for s in D.EVAL_SPLITS for i in D.eval_items(bench, s)]
+    tokenizer = build_tokenizer(texts, vocab_size=400)
+    model, proc = build_tiny_model(tokenizer, TinyConfig(), seed=0), build_processor(tokenizer)
+    _, records = E.evaluate(model, proc, bench, "forget_5", splits=("forget",), max_new_tokens=2, progress=False,
+                            judge=False, extras=False)
+    mc = [r for r in records if r["task"] == "mc"]
+    images = {(i.id, i.question): i.image for i in D.eval_items(bench, "forget_5") if i.task == "mc"}
+    letters = sorted(mc[0]["options"])
+    probe = L.letter_token_ids(proc.tokenizer, letters)
+    again = score_answers(model, proc, [(r["prompt"], images[(r["id"], r["question"])], "A") for r in mc],
+                          probe_ids=probe)
+    for r, s in zip(mc, again):
+        assert [r["letter_logprobs"][k] for k in letters] == pytest.approx(s.probe, abs=1e-4)

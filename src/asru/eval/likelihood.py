@@ -125,20 +125,31 @@ def _argmax(scores: dict[str, float]) -> str:
     return max(scores, key=lambda k: scores[k])
 
 
-def score(model, processor, plans: Sequence[MCPlan], records: list[dict], batch_size: int = 32) -> None:
-    """Option likelihood, letter likelihood and truth ratio of every planned MC record, written into the records."""
+def option_letters(plans: Sequence[MCPlan]) -> list[str]:
+    """Every option letter of the planned MC items, sorted (the probe tokens of the letter likelihood)."""
+    return sorted({k for p in plans for k in p.continuations})
+
+
+def score(model, processor, plans: Sequence[MCPlan], records: list[dict], batch_size: int = 32,
+          letters: Sequence[str] | None = None, letter_logprobs: Sequence[Sequence[float]] | None = None) -> None:
+    """Option likelihood, letter likelihood and truth ratio of every planned MC record, written into the records.
+
+    `letter_logprobs[record]`: log p of each of `letters` at the MC prompt's answer position, when the caller read
+    them off its generation pass; otherwise one teacher-forced pass over the MC prompts gets them."""
     if not plans:
         return
     groups = [(p.prompt, p.item.image, list(p.continuations.values())) for p in plans]
     option_scores = iter(s for group in score_options(model, processor, groups, batch_size=batch_size) for s in group)
-    letters = sorted({k for p in plans for k in p.continuations})
-    probe = letter_token_ids(processor.tokenizer, letters)
-    letter_scores = score_answers(model, processor, [(p.letter_prompt, p.item.image, p.item.answer) for p in plans],
-                                  batch_size=batch_size, probe_ids=probe)
-    for p, letter_score in zip(plans, letter_scores):
+    if not letter_logprobs:
+        letters = option_letters(plans)
+        probe = letter_token_ids(processor.tokenizer, letters)
+        scored = score_answers(model, processor, [(p.letter_prompt, p.item.image, p.item.answer) for p in plans],
+                               batch_size=batch_size, probe_ids=probe)
+        letter_logprobs = {p.record: s.probe for p, s in zip(plans, scored)}
+    for p in plans:
         scores = {k: next(option_scores) for k in p.continuations}
         sums, means = {k: s.sum for k, s in scores.items()}, {k: s.mean for k, s in scores.items()}
-        by_letter = dict(zip(letters, letter_score.probe))
+        by_letter = dict(zip(letters, letter_logprobs[p.record]))
         letter_logp = {k: by_letter[k] for k in p.continuations}
         pick_sum, pick_mean, pick_letter = _argmax(sums), _argmax(means), _argmax(letter_logp)
         answer = p.item.answer

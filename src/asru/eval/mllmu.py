@@ -234,13 +234,19 @@ def evaluate(model, processor, data_dir: str | Path, forget_split: str = "forget
     mia_holdout, mia_note = None, "likelihood metrics off"
     if likelihood and "forget" in items:
         mia_holdout, mia_note = mia.holdout_items(data_dir, holdout, _taught_ids(data_dir))
+    letters = lik.option_letters(lik_plans)
     replies = generate(model, processor, [(prompt, item.image) for _, item, prompt in plan],
-                       max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=False, progress=progress)
+                       max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=False, progress=progress,
+                       **({"probe_ids": lik.letter_token_ids(processor.tokenizer, letters)} if letters else {}))
+    letter_logprobs: list = []
+    if letters:  # the letter likelihood comes from the generation's first step (the MC prompt's answer position)
+        replies, letter_logprobs = replies
     records = [make_record(split, item, prompt, reply) for (split, item, prompt), reply in zip(plan, replies)]
     lik_seconds = None
     if likelihood:
         lik_start = time.perf_counter()
-        lik.score(model, processor, lik_plans, records, batch_size=batch_size)
+        lik.score(model, processor, lik_plans, records, batch_size=batch_size, letters=letters,
+                  letter_logprobs=letter_logprobs)
         lik_seconds = round(time.perf_counter() - lik_start, 2)
     results = summarize(records, [s for s in SPLITS if s in splits])
     if mia_holdout is not None:

@@ -8,6 +8,7 @@ the same prompt with several answers, so the prompt (and its image, the slow par
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -163,24 +164,23 @@ def score_options(model, processor, groups: Sequence[tuple[str, ImageInput, Sequ
 
 def _options_batch(model, prompts: list[dict], answers: list[list[list[int]]], pad: int,
                    r: int) -> list[list[TokenScores]] | None:
-    """The cached-prefix path, or None where it would not give exactly the one-pass numbers.
+    """The cached-prefix path, or None for a model that returns no key/value cache (then: one pass per answer).
 
-    Why only with M-RoPE offsets: a Qwen-VL model's image prompt sets `rope_deltas`, from which the answer tokens'
-    positions follow exactly as in one pass over prompt + answer. Without them (text-only batches, other
-    architectures) a left-padded one-pass forward numbers positions its own way, so those batches are scored in full.
+    Positions: a Qwen-VL prompt pass over an image sets M-RoPE offsets (`rope_deltas`), from which the answer
+    tokens' positions follow exactly as in one pass over prompt + answer; otherwise a plain forward numbers
+    positions by cache position, which a forward on top of the cache continues by itself.
     """
-    import warnings
-
     inner = getattr(model, "model", None)
-    if inner is None or not hasattr(inner, "rope_deltas") or not any("image_grid_thw" in p for p in prompts):
-        return None
     batch = move_batch(pad_features(prompts, pad, padding_side="left"), model)
-    inner.rope_deltas = None  # recomputed by this prompt pass; a stale value must not survive
+    if inner is not None and hasattr(inner, "rope_deltas"):
+        inner.rope_deltas = None  # recomputed by this prompt pass when it has images; a stale value must not survive
     first = model(**batch, use_cache=True, logits_to_keep=1)
-    if not isinstance(inner.rope_deltas, torch.Tensor):
+    keys = first.keys() if hasattr(first, "keys") else vars(first)
+    name = next((k for k in ("cache", "past_key_values") if k in keys), None)  # renamed in transformers 5.x
+    cache = getattr(first, name) if name else None
+    if cache is None:
         return None
     first_logp = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
-    cache = first.past_key_values
     cache.batch_repeat_interleave(r)
     conts = [c for group in answers for c in group]
     width = max(map(len, conts))
@@ -188,11 +188,12 @@ def _options_batch(model, prompts: list[dict], answers: list[list[list[int]]], p
     ids = torch.tensor([c + [pad] * (width - len(c)) for c in conts], device=device)
     cont_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in conts], device=device)
     mask = torch.cat([batch["attention_mask"].repeat_interleave(r, dim=0), cont_mask], dim=1)
-    positions = _positions(model, mask, width, r)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # past_key_values is renamed `cache` in transformers 5.40
-        logits = model(input_ids=ids, attention_mask=mask, past_key_values=cache, position_ids=positions,
-                       use_cache=False).logits
+    deltas = getattr(inner, "rope_deltas", None)
+    positions = _positions(deltas, mask, width, r) if isinstance(deltas, torch.Tensor) else None
+    # transformers renames past_key_values to `cache` (5.x, removed in 5.40): pass whichever the model takes
+    cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                   **{cache_kw: cache}).logits
     logp = torch.log_softmax(logits.float(), dim=-1)
     scores = []
     for j, c in enumerate(conts):
@@ -202,9 +203,9 @@ def _options_batch(model, prompts: list[dict], answers: list[list[list[int]]], p
     return [scores[k * r:(k + 1) * r] for k in range(len(answers))]
 
 
-def _positions(model, mask: torch.Tensor, width: int, r: int) -> torch.Tensor:
+def _positions(rope_deltas: torch.Tensor, mask: torch.Tensor, width: int, r: int) -> torch.Tensor:
     """M-RoPE position ids (3 x rows x width) of the answer tokens after a left-padded prompt: the row's count of
     real tokens plus its offset `rope_deltas` (set by the prompt's forward pass), as in one pass."""
     positions = (mask.long().cumsum(-1) - 1)[:, -width:]
-    deltas = model.model.rope_deltas.to(positions.device).repeat_interleave(r, dim=0)
+    deltas = rope_deltas.to(positions.device).repeat_interleave(r, dim=0)
     return (positions + deltas).unsqueeze(0).expand(3, -1, -1)
