@@ -132,7 +132,7 @@ def claim_paths(side: Sequence[str]) -> list[tuple[str, Metric]]:
     out = []
     for split in side:
         out += [(f"{split}.{m.name}", m) for m in split_metrics(split) if split in m.claims]
-    if side is UTILITY_SIDE:
+    if tuple(side) == UTILITY_SIDE:
         out += [(m.name, m) for m in metrics("run") if "run" in m.claims]
     return out
 
