@@ -9,8 +9,6 @@ it); several results files with the same label are seeds of one method and are a
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 import statistics
@@ -671,166 +669,26 @@ def markdown_report(title: str, rows: Sequence[dict], plots: dict[str, bytes], g
 
 # ----------------------------------------------------------------------------------------------- html
 
-CSS = """
-body { font-family: "DejaVu Sans", "Segoe UI", Helvetica, Arial, sans-serif; color: #1d2330; background: #f6f7f9;
-       margin: 0; font-size: 14px; line-height: 1.45; }
-main { max-width: 1240px; margin: 0 auto; padding: 24px 28px 48px; }
-h1 { font-size: 26px; margin: 0 0 4px; } h2 { font-size: 20px; margin: 32px 0 10px; border-bottom: 2px solid #dde1e7;
-       padding-bottom: 4px; } h3 { font-size: 14px; margin: 0 0 6px; color: #3b4558; }
-.sub { color: #5b6578; margin: 0 0 12px; }
-.notes { background: #fff; border-left: 4px solid #7a8cff; padding: 4px 16px; margin: 12px 0; }
-.tables { display: grid; grid-template-columns: 1fr 1fr; gap: 14px; }
-.card { background: #fff; border: 1px solid #dde1e7; border-radius: 8px; padding: 10px 12px; overflow-x: auto; }
-.card.wide { grid-column: 1 / -1; }
-table { border-collapse: collapse; width: 100%; }
-th, td { padding: 4px 6px; text-align: right; border-bottom: 1px solid #eceef2; white-space: nowrap; }
-th { font-size: 12px; color: #4a5468; font-weight: 600; vertical-align: bottom; white-space: normal; }
-.sd { font-size: 11px; color: #8a93a5; font-weight: 400; }
-td.method, th.method { text-align: left; font-weight: 600; }
-td.best { font-weight: 700; background: #eef7ee; }
-tr:last-child td { border-bottom: none; }
-.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
-.plots { display: grid; grid-template-columns: 1fr 1fr; gap: 14px; }
-.plots figure, figure.wide { margin: 0; background: #fff; border: 1px solid #dde1e7; border-radius: 8px; padding: 8px; }
-figure img { width: 100%; height: auto; display: block; }
-figcaption { font-size: 12px; color: #5b6578; margin-top: 4px; }
-figure.wide { max-width: 860px; }
-.legend { display: flex; flex-wrap: wrap; gap: 8px 18px; margin: 6px 0 12px; font-size: 13px; }
-.legend span { display: inline-flex; align-items: center; }
-table.gallery { table-layout: fixed; }
-table.gallery td { text-align: left; vertical-align: top; white-space: normal; }
-table.gallery col.portrait { width: 100px; } table.gallery col.q { width: 270px; }
-table.gallery th { text-align: left; font-size: 13px; }
-td.portrait { width: 92px; }
-td.portrait img { width: 88px; height: 88px; object-fit: cover; border-radius: 6px; display: block; }
-.noimg { width: 88px; height: 88px; border-radius: 6px; background: #e6e8ec; color: #7a8294; font-size: 11px;
-         display: flex; align-items: center; justify-content: center; }
-.split { display: inline-block; font-size: 11px; font-weight: 700; text-transform: uppercase;
-       padding: 1px 6px; border-radius: 4px; color: #fff; margin-bottom: 4px; }
-.split.forget { background: #6b4fbb; } .split.retain { background: #3a7d7c; }
-.truth { color: #5b6578; font-size: 12px; margin-top: 4px; }
-.answer { border-left: 5px solid; border-radius: 4px; padding: 6px 8px; }
-.cat { font-size: 11px; font-weight: 700; text-transform: uppercase; margin-top: 3px; }
-.runs { font-family: "DejaVu Sans Mono", monospace; font-size: 12px; color: #3b4558; }
-"""
+def html_report(title: str, rows: Sequence[dict], plots: dict[str, bytes], gallery: Sequence[GalleryRow],
+                runs: Sequence[Run], notes_md: str = "") -> str:
+    """report.html, rendered from the Jinja2 template (asru.eval.report_html)."""
+    from asru.eval import report_html
 
-
-def data_uri(png: bytes) -> str:
-    """Inline PNG: the HTML must open offline and stay one file."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _tint(colour: str, alpha: float = 0.12) -> str:
-    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
-    mix = [round(255 - (255 - c) * alpha) for c in (r, g, b)]
-    return "#" + "".join(f"{c:02x}" for c in mix)
-
-
-def _html_cell(row: dict, col: Column, best: bool) -> str:
-    """Mean in full, the seeds' std small and grey after it (keeps columns narrow and the mean easy to scan)."""
-    value = row.get(col.key)
-    mean, std = value.parts(col.unit) if value is not None else ("–", "")
-    sd = f' <span class="sd">{html.escape(std)}</span>' if std else ""
-    return f'<td{" class=best" if best else ""}>{html.escape(mean)}{sd}</td>'
-
-
-def _html_table(rows: Sequence[dict], cols: Sequence[Column], colours: dict) -> str:
-    esc = html.escape
-    best = {c.key: best_labels(rows, c) for c in cols}
-    head = '<tr><th class="method">method</th>' + "".join(f"<th>{esc(header(c))}</th>" for c in cols) + "</tr>"
-    body = []
-    for row in rows:
-        swatch = f'<span class="swatch" style="background:{colours[row["label"]]}"></span>'
-        cells = "".join(_html_cell(row, c, row["label"] in best[c.key]) for c in cols)
-        body.append(f'<tr><td class="method">{swatch}{esc(_method_name(row))}</td>{cells}</tr>')
-    return f"<table>{head}{''.join(body)}</table>"
-
-
-def html_tables(rows: Sequence[dict]) -> str:
-    """The table groups as cards in a two-column grid; groups with more than five columns take a full row."""
-    colours = method_colours(rows)
-    cards = [f'<div class="card{" wide" if len(cols) > 5 else ""}"><h3>{html.escape(heading)}</h3>'
-             f'{_html_table(rows, cols, colours)}</div>' for heading, cols in table_groups(rows)]
-    return f'<div class="tables">{"".join(cards)}</div>'
-
-
-def _figure_html(name: str, png: bytes, css_class: str = "") -> str:
-    caption = html.escape(PLOT_TITLES.get(name, name))
-    cls = f' class="{css_class}"' if css_class else ""
-    return f'<figure{cls}><img src="{data_uri(png)}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
-
-
-def html_legend() -> str:
-    items = [f'<span><span class="swatch" style="background:{CATEGORY_COLOURS[c]}"></span><b>{c}</b>&nbsp;— '
-             f"{html.escape(m)}</span>" for c, m in CATEGORY_MEANING.items()]
-    return f'<div class="legend">{"".join(items)}</div>'
-
-
-def _answer_html(text: str, category: str) -> str:
-    """One answer, its box tinted and edged in the colour of its judged category, the category named below."""
-    colour = CATEGORY_COLOURS.get(category, CATEGORY_COLOURS["other"])
-    shown = html.escape(text) or "<i>(empty)</i>"
-    return (f'<div class="answer" style="border-color:{colour};background:{_tint(colour)}">{shown}'
-            f'<div class="cat" style="color:{colour}">{html.escape(category)}</div></div>')
-
-
-def html_gallery(rows: Sequence[GalleryRow]) -> str:
-    if not rows:
-        return "<p><i>No generation question is shared by every run.</i></p>"
-    esc = html.escape
-    labels = list(rows[0].answers)
-    cols = '<colgroup><col class="portrait"><col class="q">' + "<col>" * len(labels) + "</colgroup>"
-    head = cols + "<tr><th>portrait</th><th>question</th>" + "".join(f"<th>{esc(l)}</th>" for l in labels) + "</tr>"
-    body = []
-    for row in rows:
-        img = (f'<img src="{data_uri(row.image)}" alt="{esc(row.split)} person {esc(row.id)}">' if row.image
-               else '<div class="noimg">no image</div>')
-        badge = row.split + (" · text only" if row.setting == "text" else "")
-        question = (f'<span class="split {esc(row.split)}">{esc(badge)}</span><div>{esc(row.question)}</div>'
-                    f'<div class="truth">truth: {esc(row.ground_truth)}</div>')
-        answers = "".join(f"<td>{_answer_html(*row.answers[l])}</td>" for l in labels)
-        body.append(f'<tr><td class="portrait">{img}</td><td class="q">{question}</td>{answers}</tr>')
-    return f'{html_legend()}<div class="card"><table class="gallery">{head}{"".join(body)}</table></div>'
+    return report_html.html_report(title, rows, plots, gallery, runs, notes_md)
 
 
 def notes_html(notes_md: str) -> str:
     """The caller's Markdown notes as HTML (raw HTML in them is escaped, not passed through)."""
-    if not notes_md.strip():
-        return ""
-    from markdown_it import MarkdownIt
+    from asru.eval import report_html
 
-    return f'<div class="notes">{MarkdownIt("commonmark", {"html": False}).enable("table").render(notes_md)}</div>'
+    html_notes = report_html.notes_html(notes_md)
+    return f'<div class="notes">{html_notes}</div>' if html_notes else ""
 
 
-def html_report(title: str, rows: Sequence[dict], plots: dict[str, bytes], gallery: Sequence[GalleryRow],
-                runs: Sequence[Run], notes_md: str = "") -> str:
-    """report.html: everything inline (CSS, plots, portraits), so the one file is the whole report."""
-    esc = html.escape
-    n_seeds = sum(row["n_runs"] for row in rows)
-    figures = [_figure_html(name, png) for name, png in plots.items() if name != "pareto.png"]
-    pareto = _figure_html("pareto.png", plots["pareto.png"], "wide") if "pareto.png" in plots else ""
-    run_items = "".join(f"<li>{esc(label)}: {esc(path)}</li>" for label, path in _runs_list(runs))
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(title)}</title><style>{CSS}</style></head>
-<body><main>
-<h1>{esc(title)}</h1>
-<p class="sub">{len(rows)} method(s), {n_seeds} evaluated run(s). Mean ± sample std over seeds; rates and accuracies
-in %; the best mean of a column is highlighted.</p>
-{notes_html(notes_md)}
-<h2>Results</h2>
-{html_tables(rows)}
-<h2>Sample answers</h2>
-<p class="sub">The same questions for every method (first seed of each), coloured by the offline judge's category.</p>
-{html_gallery(gallery)}
-<h2>Forget vs retain</h2>
-{pareto}
-<h2>Per-split scores</h2>
-<div class="plots">{"".join(figures)}</div>
-<h2>Runs</h2>
-<ul class="runs">{run_items}</ul>
-</main></body></html>
-"""
+def _answer_html(text: str, category: str) -> str:
+    from asru.eval import report_html
+
+    return report_html.answer_html(text, category)
 
 
 # ----------------------------------------------------------------------------------------------- writing
