@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from asru.models.batch import encode_prompts, move_batch, pad_token_id
 from asru.models.chat import ImageInput, build_prompt
