@@ -210,3 +210,20 @@ def test_truncated_or_corrupt_weights_are_one_line(micro_models, micro_world, tm
     line = one_line_error(err)
     assert code == 2 and "model.safetensors" in line and "truncated or corrupt" in line
     assert not (tmp_path / "r.json").exists()
+
+
+def test_eval_oracle_that_is_not_a_results_file(micro_world, micro_models, tmp_path, capsys):
+    bad = tmp_path / "oracle.json"
+    bad.write_text("{not json")
+    for oracle in (bad, tmp_path / "missing.txt"):
+        code, _, err = run(["eval", "--model", micro_models[1], "--data", micro_world, "--out", tmp_path / "r.json",
+                            "--preset", "micro", "--oracle", oracle], capsys)
+        assert code == 2 and "--oracle" in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_eval_holdout_split_sharing_training_people(micro_world, micro_models, tmp_path, capsys):
+    code, _, err = run(["eval", "--model", micro_models[1], "--data", micro_world, "--out", tmp_path / "r.json",
+                        "--preset", "micro", "--holdout-split", "forget_5"], capsys)
+    assert code == 2 and "shares" in err and "holdout" in err and "Traceback" not in err
+    assert not (tmp_path / "r.json").exists()

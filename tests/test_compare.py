@@ -138,3 +138,36 @@ def test_a_retrained_run_is_evaluated_again(micro_world, micro_models, tmp_path)
     manifest.write_text(json.dumps(recorded))
     run_compare(*args, limit=2)
     assert "stale" not in json.loads(results.read_text())
+
+
+def test_compare_with_an_oracle_row_forget_quality_and_distance(micro_world, micro_models, tmp_path):
+    """The base model never saw the fictitious people, so it stands in for the retain-only oracle here."""
+    from rich.console import Console
+
+    from asru.compare import run_compare
+
+    base, vanilla = micro_models
+    summary = run_compare(Console(quiet=True), micro_world, vanilla, None, tmp_path / "cmp", "forget_10", [], 1,
+                          "micro", limit=2, oracle=base)
+    claims = summary["claims"]
+    distance = claims["distance_to_oracle"]["vanilla"]
+    oracle = json.loads((tmp_path / "cmp" / "results" / "oracle.json").read_text())
+    mine = json.loads((tmp_path / "cmp" / "results" / "vanilla.json").read_text())
+    assert distance["forget.mc_lik_acc"] == pytest.approx(abs(mine["forget"]["mc_lik_acc"] -
+                                                              oracle["forget"]["mc_lik_acc"]))
+    md = (tmp_path / "cmp" / "report" / "report.md").read_text()
+    assert "| oracle |" in md and "Forget Quality (KS p) ↑" in md and "Distance to the retain-only oracle" in md
+    assert "MIA LOSS AUC → 0.5" in md
+    assert (tmp_path / "cmp" / "report" / "pareto.png").stat().st_size > 0
+
+
+def test_oracle_comparison_reads_forget_quality_and_privleak():
+    from asru.eval.mllmu import oracle_comparison
+
+    model = {"forget_truth_ratios": [0.1, 0.2, 0.15, 0.12], "mia": {"loss_auc": 0.9}}
+    same = oracle_comparison(model, {"forget_truth_ratios": [0.1, 0.2, 0.15, 0.12], "mia": {"loss_auc": 0.5}})
+    assert same["forget_quality"] == pytest.approx(1.0) and same["loss_privleak"] == pytest.approx(0.8)
+    apart = oracle_comparison(model, {"forget_truth_ratios": [0.9, 1.1, 1.0, 0.95]})
+    assert apart["forget_quality"] < 0.05 and "loss_privleak" not in apart
+    with pytest.raises(UserError, match="forget_truth_ratios"):
+        oracle_comparison(model, {"meta": {}})

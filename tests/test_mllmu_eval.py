@@ -175,7 +175,8 @@ def _fake_generate(oracle: dict, answer, calls: list):
 def test_evaluate_perfect_answers(bench, monkeypatch):
     calls: list = []
     monkeypatch.setattr(E, "generate", _fake_generate(_oracle(bench), _perfect, calls))
-    results, records = E.evaluate(object(), object(), bench, "forget_10", max_new_tokens=8, progress=False)
+    results, records = E.evaluate(object(), object(), bench, "forget_10", max_new_tokens=8, progress=False,
+                                  likelihood=False)
     assert len(calls) == 1 and calls[0][1]["max_new_tokens"] == 8 and calls[0][1]["do_sample"] is False
     for split in E.SPLITS:
         block = results[split]
@@ -192,7 +193,7 @@ def test_evaluate_perfect_answers(bench, monkeypatch):
 
 def test_evaluate_wrong_answers(bench, monkeypatch):
     monkeypatch.setattr(E, "generate", _fake_generate(_oracle(bench), _wrong, []))
-    results, _ = E.evaluate(object(), object(), bench, "forget_10", progress=False)
+    results, _ = E.evaluate(object(), object(), bench, "forget_10", progress=False, likelihood=False)
     for split in E.SPLITS:
         block = results[split]
         for key in ("mc_image_acc", "mc_text_acc", "gen_rougeL", "gen_rouge1", "gen_rouge2", "gen_contains",
@@ -206,7 +207,8 @@ def test_evaluate_wrong_answers(bench, monkeypatch):
 def test_evaluate_without_world_extras(tmp_path, monkeypatch):
     bench = write_mllmu_fixture(tmp_path / "real", world=False)
     monkeypatch.setattr(E, "generate", lambda m, p, prompts, **k: ["A"] * len(prompts))
-    results, records = E.evaluate(object(), object(), bench, "forget_5", splits=("forget",), progress=False)
+    results, records = E.evaluate(object(), object(), bench, "forget_5", splits=("forget",), progress=False,
+                                  likelihood=False)
     assert set(results) >= {"forget", "general_vqa_acc", "meta"} and "retain" not in results
     assert results["general_vqa_acc"] is None and results["unseen_refusal_rate_image"] is None
     assert {r["split"] for r in records} == {"forget"}
@@ -214,7 +216,7 @@ def test_evaluate_without_world_extras(tmp_path, monkeypatch):
 
 def test_write_results(bench, monkeypatch, tmp_path):
     monkeypatch.setattr(E, "generate", _fake_generate(_oracle(bench), _perfect, []))
-    results, records = E.evaluate(object(), object(), bench, progress=False)
+    results, records = E.evaluate(object(), object(), bench, progress=False, likelihood=False)
     json_path, items_path = E.write_results(results, records, tmp_path / "out" / "results.json")
     assert items_path == tmp_path / "out" / "results.items.jsonl"
     assert json.loads(json_path.read_text())["forget"]["mc_image_acc"] == 1.0
@@ -239,7 +241,9 @@ def test_evaluate_tiny_model_end_to_end(bench, tmp_path):
                                   limit=2, progress=False)
     for split in E.SPLITS:
         for key, value in results[split].items():
-            if key not in ("n_items", "quality"):
+            if key == "truth_ratio":
+                assert value is not None and value > 0, (split, value)
+            elif key not in ("n_items", "quality"):
                 assert value is not None and 0.0 <= value <= 1.0, (split, key, value)
         if split != "celebrity":  # the offline judge scores forget / test / retain generation answers
             quality = results[split]["quality"]

@@ -86,11 +86,13 @@ def evaluate(model: Path = typer.Option(..., "--model"), data: Path = typer.Opti
              judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model name, e.g. gpt-4o-mini"),
              judge_key_env: str = typer.Option("OPENAI_API_KEY", "--judge-key-env", help="env variable holding the API key"),
              reference: Optional[Path] = typer.Option(None, "--reference", help="perplexity reference (default: the vanilla model of a run)"),
+             holdout_split: Optional[str] = typer.Option(None, "--holdout-split", help="split of never-taught people for membership inference (default: the world's world/holdout)"),
+             oracle: Optional[Path] = typer.Option(None, "--oracle", help="retain-only oracle: its results.json or model dir (Forget Quality, PrivLeak)"),
              force: bool = FORCE) -> None:
     """Run the MLLMU-Bench protocol (+ the world's utility and refusal checks) on a model."""
     llm = {"url": judge_url, "model": judge_model, "key_env": judge_key_env}
     results = pipeline.eval_stage(model, data, out, forget_split, preset, limit=limit, judge=judge,
-                                  reference=reference, llm=llm, force=force)
+                                  reference=reference, llm=llm, force=force, holdout=holdout_split, oracle=oracle)
     pipeline.print_results(console, results)
 
 
@@ -143,13 +145,15 @@ def compare(data: Path = typer.Option(..., "--data", help=DATA_HELP), model: Pat
             seeds: int = typer.Option(1, "--seeds", min=1), out: Path = typer.Option(..., "--out"),
             preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated"),
             retain_fraction: Optional[list[str]] = typer.Option(
-                None, "--retain-fraction", help="retain budget(s) in (0, 1], comma-separated or repeated, e.g. 0.05,0.25,1")) -> None:
+                None, "--retain-fraction", help="retain budget(s) in (0, 1], comma-separated or repeated, e.g. 0.05,0.25,1"),
+            oracle: Optional[Path] = typer.Option(None, "--oracle", help="retain-only oracle model dir (`asru oracle`): a row of its own, Forget Quality, PrivLeak, distance to it")) -> None:
     """Run (or reuse) every method x retain budget x seed, evaluate them all, and write the comparison report."""
     from asru.compare import expand_methods, run_compare
 
     summary = run_compare(console, data, pipeline.resolve_model_dir(model), base, out, forget_split,
                           expand_methods(methods), seeds, preset, limit,
-                          retain_fractions=_fractions(retain_fraction or ["1"]))
+                          retain_fractions=_fractions(retain_fraction or ["1"]),
+                          oracle=pipeline.resolve_model_dir(oracle) if oracle else None)
     console.print(f"[green]report[/green] {summary['report_html']}")
 
 

@@ -60,16 +60,22 @@ def expand_methods(spec: str) -> list[str]:
 
 def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path, forget_split: str,
                 methods: Sequence[str], seeds: int, preset: str, limit: int | None = None,
-                vanilla_results: Path | None = None, retain_fractions: Sequence[float] = (1.0,)) -> dict:
+                vanilla_results: Path | None = None, retain_fractions: Sequence[float] = (1.0,),
+                oracle: Path | None = None) -> dict:
     """Unlearn + evaluate every (method, retain budget, seed), evaluate the vanilla model, write the report.
 
     `vanilla_results`: an evaluation of the same vanilla model with the same settings (the demo's), copied
     instead of evaluating the vanilla model a second time. `retain_fractions`: retain budgets
-    (docs/compare.md); a run at budget F < 1 is labelled `<method>@<F>`, at 1.0 plainly `<method>`."""
+    (docs/compare.md); a run at budget F < 1 is labelled `<method>@<F>`, at 1.0 plainly `<method>`.
+    `oracle`: the retain-only oracle's model directory (`asru oracle`); it is evaluated as a row of its own and
+    every run gets Forget Quality / PrivLeak against it plus a distance-to-oracle view."""
     from asru.eval.report import load_run, write_report
 
     out = Path(out)
     bind(out, data, vanilla, forget_split, preset)
+    oracle = default_oracle(console, vanilla, data, out, forget_split, preset) if oracle is None else oracle
+    if oracle is not None:
+        pipeline.check_oracle(oracle, vanilla, forget_split)
     runs = []
     own_vanilla = out / "results" / "vanilla.json"
     if vanilla_results is not None and limit is None and not own_vanilla.exists():
@@ -91,15 +97,41 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
                                 reuse=not retrained, force=retrained)
             manifest = json.loads((run_dir / "manifest.json").read_text())
             runs.append(load_run(results, label=label, manifest=manifest))
+    oracle_notes = ""
+    if oracle is not None:
+        own_oracle = out / "results" / "oracle.json"
+        pipeline.eval_stage(oracle, data, own_oracle, forget_split, preset, limit=limit, judge="none", reuse=True)
+        oracle_run = load_run(own_oracle, label="oracle")
+        add_oracle_comparison(runs, oracle_run.results)
+        runs.insert(1, oracle_run)
     claims = relative_claims(runs)
+    if oracle is not None:
+        claims["distance_to_oracle"] = distance_to_oracle(runs)
+        oracle_notes = distance_markdown(claims["distance_to_oracle"]) + "\n\n"
     budget = budget_claim(claims["per_method"], plan, budgets(retain_fractions))
     if budget:
         claims["retain_budget"] = budget
     (out / "claims.json").write_text(json.dumps(claims, indent=2))
-    notes = claims_markdown(claims) + "\n\n" + (budget_markdown(budget) + "\n\n" if budget else "") + \
+    notes = claims_markdown(claims) + "\n\n" + oracle_notes + (budget_markdown(budget) + "\n\n" if budget else "") + \
         tuning_markdown(load_preset(preset), methods)
     md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})", notes_md=notes)
     return {"report_md": str(md), "report_html": str(html), "claims": claims}
+
+
+def default_oracle(console, vanilla: Path, data: Path, out: Path, forget_split: str, preset: str) -> Path | None:
+    """The retain-only oracle of the compared split, built (or reused) under `out/oracle` from the vanilla model's
+    own base and recipe; None, with a note, for a vanilla model that `asru vanilla` did not build."""
+    from asru.manifest import read_manifest
+
+    manifest = read_manifest(vanilla)
+    if manifest.get("command") != "vanilla" or not (manifest.get("config") or {}).get("base"):
+        console.print(f"note: {vanilla} has no `asru vanilla` manifest, so no retain-only oracle is built; "
+                      "pass --oracle DIR (from `asru oracle`) for the oracle row, Forget Quality and PrivLeak")
+        return None
+    path, fresh = pipeline.oracle_stage(manifest["config"]["base"], data, out / "oracle", forget_split, preset,
+                                        reuse=True, force=True)
+    console.print(f"retain-only oracle {'built in' if fresh else 'reused from'} {path}")
+    return path
 
 
 def budgets(fractions: Sequence[float]) -> list[float]:
@@ -184,6 +216,49 @@ def budget_markdown(budget: dict) -> str:
     lines += ["", f"- Fourth claim (little retain data): ASRU's utility change at F = {budget['smallest']:g}: "
               f"{fmt(ours)}; the baselines' on average {fmt(low)} at F = {budget['smallest']:g} and {fmt(high)} "
               f"at F = {budget['largest']:g}."]
+
+
+def add_oracle_comparison(runs, oracle_results: dict) -> None:
+    """Forget Quality and PrivLeak against the oracle for every run, in place (results["oracle"]); runs evaluated
+    without likelihood metrics (older results) get none."""
+    from asru.eval.mllmu import oracle_comparison
+
+    for run in runs:
+        if run.results.get("forget_truth_ratios"):
+            run.results["oracle"] = oracle_comparison(run.results, oracle_results)
+
+
+DISTANCE_METRICS = ("mc_lik_acc", "mc_image_lik_acc", "mc_text_lik_acc", "mc_image_acc", "gen_contains", "truth_ratio")
+DISTANCE_SPLITS = ("forget", "retain")
+
+
+def distance_to_oracle(runs) -> dict:
+    """Per label: mean over seeds of |metric - oracle| on forget and retain (0 = behaves like the oracle)."""
+    oracle = next(r.results for r in runs if r.label == "oracle")
+    out: dict = {}
+    for label in dict.fromkeys(r.label for r in runs if r.label != "oracle"):
+        rs = [r.results for r in runs if r.label == label]
+        row = {}
+        for path in (f"{s}.{m}" for s in DISTANCE_SPLITS for m in DISTANCE_METRICS):
+            values = [abs(_get(r, path) - _get(oracle, path)) for r in rs
+                      if _get(r, path) is not None and _get(oracle, path) is not None]
+            row[path] = statistics.mean(values) if values else None
+        out[label] = row
+    return out
+
+
+def distance_markdown(distance: dict) -> str:
+    paths = [p for p in (f"{s}.{m}" for s in DISTANCE_SPLITS for m in DISTANCE_METRICS)
+             if any(row.get(p) is not None for row in distance.values())]
+    if not paths:
+        return "**Distance to the oracle:** no run reports the likelihood metrics."
+    lines = ["**Distance to the retain-only oracle** (|metric - oracle|, mean over seeds; 0 = indistinguishable from "
+             "a model that never saw the forget people; accuracies in points).", "",
+             "| method | " + " | ".join(paths) + " |", "|---|" + "---|" * len(paths)]
+    for label, row in distance.items():
+        cells = ["–" if row[p] is None else (f"{row[p]:.3f}" if p.endswith("truth_ratio") else f"{100 * row[p]:.1f}")
+                 for p in paths]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -203,16 +278,31 @@ def _get(results: dict, path: str) -> float | None:
     return node if isinstance(node, (int, float)) else None
 
 
-FORGET_METRICS = ("forget.mc_image_acc", "forget.mc_text_acc", "forget.gen_contains", "forget.cloze_acc",
-                  "test.mc_image_acc", "test.mc_text_acc", "test.gen_contains")
-UTILITY_METRICS = ("retain.mc_image_acc", "retain.mc_text_acc", "retain.gen_contains", "celebrity.mc_image_acc",
-                   "celebrity.gen_contains", "general_vqa_acc")
+def forget_metrics() -> list[tuple[str, object]]:
+    """(results path, metric) of every registered number on forget/test that enters effectiveness."""
+    from asru.eval import registry
+
+    return registry.claim_paths(registry.FORGET_SIDE)
+
+
+def utility_metrics() -> list[tuple[str, object]]:
+    """(results path, metric) of every registered number on retain/celebrity (+ run level) that enters utility."""
+    from asru.eval import registry
+
+    return registry.claim_paths(registry.UTILITY_SIDE)
+
+
+def _split_of(path: str) -> str | None:
+    return path.split(".", 1)[0] if "." in path else None
 
 
 def effectiveness(results: dict, vanilla: dict) -> float:
-    """Unlearning effectiveness: mean drop from the vanilla model on the forget/test knowledge metrics."""
-    drops = [_get(vanilla, m) - _get(results, m) for m in FORGET_METRICS
-             if _get(vanilla, m) is not None and _get(results, m) is not None]
+    """Unlearning effectiveness: mean move from the vanilla model, in each metric's forgetting direction
+    (asru.eval.registry), over the forget/test knowledge metrics both runs report."""
+    from asru.eval.registry import knowledge_drop
+
+    drops = [knowledge_drop(m, _split_of(p), _get(results, p), _get(vanilla, p)) for p, m in forget_metrics()
+             if _get(vanilla, p) is not None and _get(results, p) is not None]
     return statistics.mean(drops) if drops else 0.0
 
 
@@ -225,9 +315,11 @@ def generation_quality(results: dict) -> float:
 
 
 def utility_change(results: dict, vanilla: dict) -> float:
-    """Mean change (in points) of the retain/celebrity/general-VQA metrics from the vanilla model."""
-    deltas = [100 * (_get(results, m) - _get(vanilla, m)) for m in UTILITY_METRICS
-              if _get(vanilla, m) is not None and _get(results, m) is not None]
+    """Mean change (in points, positive = better) of the retain/celebrity/general-VQA metrics from the vanilla model."""
+    from asru.eval.registry import utility_delta
+
+    deltas = [100 * utility_delta(m, _split_of(p), _get(results, p), _get(vanilla, p)) for p, m in utility_metrics()
+              if _get(vanilla, p) is not None and _get(results, p) is not None]
     return statistics.mean(deltas) if deltas else 0.0
 
 
@@ -238,7 +330,7 @@ def relative_claims(runs) -> dict:
     """ASRU against each baseline, in the paper's terms (+% effectiveness, x generation quality, utility points)."""
     vanilla = next(r.results for r in runs if r.label == "vanilla")
     per_method: dict[str, dict] = {}
-    for label in dict.fromkeys(r.label for r in runs if r.label != "vanilla"):
+    for label in dict.fromkeys(r.label for r in runs if r.label not in ("vanilla", "oracle")):
         rs = [r.results for r in runs if r.label == label]
         values = {"effectiveness": [effectiveness(r, vanilla) for r in rs],
                   "generation_quality": [generation_quality(r) for r in rs],
@@ -248,9 +340,9 @@ def relative_claims(runs) -> dict:
         # spread over seeds: a gain smaller than it is not a finding
         per_method[label]["std"] = {key: statistics.stdev(v) if len(v) > 1 else None for key, v in values.items()}
     claims: dict = {"per_method": per_method, "definitions": {
-        "effectiveness": "mean drop from vanilla over " + ", ".join(FORGET_METRICS),
+        "effectiveness": "mean drop from vanilla over " + ", ".join(p for p, _ in forget_metrics()),
         "generation_quality": "mean of forget contextual_refusal/5, leakage/5, (naturalness-1)/4 (offline judge)",
-        "utility_change_points": "mean change in points over " + ", ".join(UTILITY_METRICS)}}
+        "utility_change_points": "mean change in points over " + ", ".join(p for p, _ in utility_metrics())}}
     if BASELINE_FOR_CLAIMS in per_method:
         ours = per_method[BASELINE_FOR_CLAIMS]
         baselines = {k: v for k, v in per_method.items() if not k.startswith("asru")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -122,8 +123,13 @@ def resolve_model_dir(model: str | Path) -> Path:
 
 
 def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = "tiny", *, limit=None,
-               judge: str = "offline", reference=None, llm: dict | None = None, force=False, reuse=False) -> dict:
-    """Evaluate a model on the MLLMU-Bench protocol and write results.json + results.items.jsonl + manifest."""
+               judge: str = "offline", reference=None, llm: dict | None = None, force=False, reuse=False,
+               holdout: str | None = None, oracle=None) -> dict:
+    """Evaluate a model on the MLLMU-Bench protocol and write results.json + results.items.jsonl + manifest.
+
+    `holdout`: the split of never-taught people for membership inference (default: the world's holdout).
+    `oracle`: the retain-only oracle's results.json, or its model directory (then evaluated first, with the same
+    settings, into `<out stem>.oracle.json`), for Forget Quality and PrivLeak."""
     from asru.eval.mllmu import evaluate, write_results
     from asru.eval.quality import add_llm_quality
     from asru.models.load import load_model
@@ -138,13 +144,14 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     model_dir = resolve_model_dir(model)
     reference_dir = (reference or _vanilla_of(model_dir)) if judge != "none" else None
     identity = eval_identity(model_dir, data, forget_split, limit, judge, reference_dir, llm,
-                             {**settings, "threads": threads})
+                             {**settings, "threads": threads, "holdout": holdout}, oracle)
     if reuse:
         previous = _previous_results(out)
         if previous is not None and previous.get("meta", {}).get("identity") == identity:
             return previous
         force = True  # reuse mode owns `out`: a result of another model, data or config is stale, so replaced
     check_results_path(out, force)
+    oracle_results = oracle_results_of(oracle, data, out, forget_split, preset, limit, holdout)
     loaded, processor = load_model(model_dir)
     steering = _maybe_steering(loaded, model_dir)
     llm_judge = _llm_judge(llm, out) if judge == "llm" else None
@@ -157,7 +164,7 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
             results, records = evaluate(loaded, processor, data, forget_split, limit=limit,
                                         max_new_tokens=settings.get("max_new_tokens", 32),
                                         batch_size=settings.get("batch_size", 64), judge=judge != "none",
-                                        reference=reference_model)
+                                        reference=reference_model, holdout=holdout, oracle=oracle_results)
         if llm_judge is not None:
             with manifest.stage("llm_judge"):
                 add_llm_quality(results, records, llm_judge)
@@ -172,7 +179,7 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
 
 
 def eval_identity(model_dir: Path, data: Path, forget_split: str, limit, judge: str, reference_dir,
-                  llm: dict | None, settings: dict) -> dict:
+                  llm: dict | None, settings: dict, oracle=None) -> dict:
     """What an evaluation's numbers depend on: the model (and perplexity reference) by path and content
     fingerprint, the data by path and fingerprint, the split, the judge and the protocol settings. Stored in
     results.json `meta.identity`; a result is reused only when all of it matches (a file that merely exists
@@ -180,12 +187,17 @@ def eval_identity(model_dir: Path, data: Path, forget_split: str, limit, judge: 
     from asru.manifest import tree_fingerprint
 
     def model_id(path):
-        return None if path is None else {"path": str(Path(path).resolve()), "fingerprint": tree_fingerprint(path)}
+        if path is None:
+            return None
+        path = Path(path)
+        digest = tree_fingerprint(path) if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return {"path": str(path.resolve()), "fingerprint": digest}
 
     return json.loads(json.dumps({
         "model": model_id(model_dir), "data": {"path": str(data.resolve()), "fingerprint": tree_fingerprint(data)},
         "forget_split": forget_split, "limit": limit, "judge": judge, "reference": model_id(reference_dir),
         "llm_judge": {k: (llm or {}).get(k) for k in ("url", "model")} if judge == "llm" else None,
+        "oracle": model_id(oracle) if oracle is not None and Path(oracle).exists() else None,
         "settings": settings}, default=str))
 
 
@@ -197,6 +209,30 @@ def _previous_results(out: Path) -> dict | None:
         return None
     items = out.with_name(out.stem + ".items.jsonl")
     return results if isinstance(results, dict) and items.exists() else None
+
+
+def oracle_results_of(oracle, data: Path, out: Path, forget_split: str, preset: str, limit, holdout) -> dict | None:
+    """The oracle's results: read a results.json, or evaluate an oracle model directory once (reused after)."""
+    if oracle is None:
+        return None
+    path = Path(oracle)
+    if path.is_dir():
+        target = out.with_name(out.stem + ".oracle.json")
+        return eval_stage(path, data, target, forget_split, preset, limit=limit, judge="none", holdout=holdout,
+                          reuse=True)
+    if path.suffix != ".json" or not path.is_file():
+        raise UserError(f"--oracle {path} is neither a results.json nor a model directory; pass the oracle's "
+                        "`asru eval` results or the model `asru oracle` wrote")
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"--oracle {path} is not valid JSON ({exc}); re-create it with `asru eval`") from exc
+    if not isinstance(results, dict) or not results.get("forget_truth_ratios"):
+        raise UserError(f"--oracle {path} has no forget_truth_ratios; evaluate the oracle with this asru version")
+    if (results.get("meta") or {}).get("forget_split") not in (None, forget_split):
+        raise UserError(f"--oracle {path} was evaluated on {results['meta']['forget_split']}, not {forget_split}; "
+                        "evaluate the oracle of this split")
+    return results
 
 
 def _llm_judge(llm: dict | None, out: Path):
@@ -227,24 +263,39 @@ def _maybe_steering(model, model_dir: Path):
     return apply_saved_steering(model, model_dir)
 
 
-SUMMARY_KEYS = ("mc_image_acc", "mc_text_acc", "gen_contains", "gen_rougeL", "gen_refusal_rate", "cloze_acc")
+def summary_keys() -> list[str]:
+    """The split metrics the CLI table shows (registered with summary=True in asru.eval.registry)."""
+    from asru.eval.registry import metrics
+
+    return [m.name for m in metrics("split") if m.summary]
 
 
 def print_results(console, results: dict) -> None:
     from rich.table import Table
 
+    keys = [k for k in summary_keys() if any(isinstance(results.get(s), dict) and k in results[s]
+                                              for s in ("forget", "test", "retain", "celebrity"))]
     table = Table(title="MLLMU-Bench protocol")
     table.add_column("split")
-    for key in SUMMARY_KEYS:
+    for key in keys:
         table.add_column(key, justify="right")
     for split in ("forget", "test", "retain", "celebrity"):
         if split in results:
             row = results[split]
-            table.add_row(split, *[("-" if row.get(k) is None else f"{row[k]:.3f}") for k in SUMMARY_KEYS])
+            table.add_row(split, *[("-" if row.get(k) is None else f"{row[k]:.3f}") for k in keys])
     console.print(table)
-    extras = {k: v for k, v in results.items() if not isinstance(v, dict)}
+    extras = {k: v for k, v in results.items() if not isinstance(v, (dict, list))}
     if extras:
         console.print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in extras.items()))
+    note = (results.get("meta") or {}).get("mia")
+    if note:
+        console.print(f"membership inference: {note}")
+    for key, value in results.items():
+        if key in ("mia", "oracle") and isinstance(value, dict):
+            flat = {k: v for k, v in value.items() if isinstance(v, (int, float, str)) or v is None}
+            if flat:
+                console.print(f"{key}: " + "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                                     for k, v in flat.items()))
 
 
 DEMO_METHODS = ("asru", "ga_diff", "npo")
@@ -260,25 +311,26 @@ def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", se
     console.print(f"world: {world}")
     base, fresh_base = base_stage(world, out / "base", preset, reuse=not fresh, force=force or fresh)
     console.print(f"base model: {base}")
-    vanilla, fresh_vanilla = vanilla_stage(base, world, out / "vanilla", preset, reuse=not fresh_base,
-                                           force=force or fresh_base)
+    vanilla, _ = vanilla_stage(base, world, out / "vanilla", preset, reuse=not fresh_base, force=force or fresh_base)
     console.print(f"vanilla model: {vanilla}")
-    oracle, fresh_oracle = oracle_stage(base, world, out / f"oracle_{forget_split}", forget_split, preset,
-                                        reuse=not fresh_base, force=force or fresh_base)
+    oracle, _ = oracle_stage(base, world, out / f"oracle_{forget_split}", forget_split, preset,
+                             reuse=not fresh_base, force=force or fresh_base)
     console.print(f"retain-only oracle: {oracle}")
-    results = eval_stage(vanilla, world, out / "eval" / "vanilla.json", forget_split, preset, reuse=not fresh_vanilla,
-                         force=True)
-    eval_stage(oracle, world, out / "eval" / f"oracle_{forget_split}.json", forget_split, preset,
-               reuse=not fresh_oracle, force=True)
+    # evaluations are reused only when model, data and settings match (eval_stage's identity)
+    oracle_eval = out / "eval" / f"oracle_{forget_split}.json"
+    eval_stage(oracle, world, oracle_eval, forget_split, preset, reuse=True)
+    results = eval_stage(vanilla, world, out / "eval" / "vanilla.json", forget_split, preset, reuse=True,
+                         oracle=oracle_eval)
     # the base model's own figures: what the fine-tune must add (profiles) and must not erode (celebrities, refusals)
-    eval_stage(base, world, out / "eval" / "base.json", forget_split, preset, judge="none", reuse=not fresh_base,
-               force=True)
+    eval_stage(base, world, out / "eval" / "base.json", forget_split, preset, judge="none", reuse=True,
+               oracle=oracle_eval)
     print_results(console, results)
     if compare_methods:
         from asru.compare import run_compare
 
         summary = run_compare(console, world, vanilla, base, out / f"compare_{forget_split}", forget_split,
-                              list(compare_methods), 1, preset, vanilla_results=out / "eval" / "vanilla.json")
+                              list(compare_methods), 1, preset, vanilla_results=out / "eval" / "vanilla.json",
+                              oracle=oracle)
         console.print(f"[green]comparison report[/green] {summary['report_html']} (and report.md beside it)")
     return results
 

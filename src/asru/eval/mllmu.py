@@ -17,6 +17,9 @@ from asru.data import mllmu as data
 from asru.data.prompts import CLOZE_INSTRUCTION, GEN_INSTRUCTION, MC_INSTRUCTION, cloze_prompt, gen_prompt, mc_prompt
 from asru.data.schema import QAItem
 from asru.errors import UserError
+from asru.eval import likelihood as lik
+from asru.eval import mia
+from asru.eval import registry
 from asru.eval.metrics import contains_answer, mc_letter, rouge_scores, sentence_bleu
 from asru.eval.quality import add_quality, answer_perplexities, judged_indices
 from asru.models.generate import generate
@@ -144,25 +147,15 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def split_summary(records: list[dict]) -> dict[str, Any]:
-    """The MLLMU-Bench numbers of one split, all fractions in [0, 1]."""
+def split_summary(records: list[dict], split: str = "forget") -> dict[str, Any]:
+    """The numbers of one split, all registered in `asru.eval.registry` (fractions in [0, 1] unless a metric says
+    otherwise), plus the item counts per task."""
     def pick(task: str, setting: str | None = None) -> list[dict]:
         return [r for r in records if r["task"] == task and (setting is None or r["setting"] == setting)]
 
-    gen = pick("gen")
-    return {
-        "mc_image_acc": _mean([float(r["correct"]) for r in pick("mc", "image")]),
-        "mc_text_acc": _mean([float(r["correct"]) for r in pick("mc", "text")]),
-        "gen_rougeL": _mean([r["rougeL"] for r in gen]),
-        "gen_rouge1": _mean([r["rouge1"] for r in gen]),
-        "gen_rouge2": _mean([r["rouge2"] for r in gen]),
-        "gen_bleu": _mean([r["bleu"] for r in gen]),
-        "gen_contains": _mean([float(r["contains"]) for r in gen]),
-        "gen_refusal_rate": _mean([float(r["refusal"]) for r in gen]),
-        "cloze_acc": _mean([float(r["correct"]) for r in pick("cloze")]),
-        "n_items": {"mc_image": len(pick("mc", "image")), "mc_text": len(pick("mc", "text")),
-                    "gen": len(gen), "cloze": len(pick("cloze"))},
-    }
+    return {**registry.summarize_split(records, split),
+            "n_items": {"mc_image": len(pick("mc", "image")), "mc_text": len(pick("mc", "text")),
+                        "gen": len(pick("gen")), "cloze": len(pick("cloze"))}}
 
 
 def distinct_refusal_ratio(replies: list[str]) -> float | None:
@@ -190,7 +183,7 @@ def world_summary(records: list[dict]) -> dict[str, Any]:
 
 def summarize(records: list[dict], splits: Iterable[str] = SPLITS) -> dict[str, Any]:
     """results.json body (without meta): one block per split, then the world's extras."""
-    results: dict[str, Any] = {s: split_summary([r for r in records if r["split"] == s]) for s in splits}
+    results: dict[str, Any] = {s: split_summary([r for r in records if r["split"] == s], s) for s in splits}
     results.update(world_summary(records))
     return results
 
@@ -220,11 +213,15 @@ def _meta(model, data_dir, forget_split: str, splits: Sequence[str], shots: dict
 def evaluate(model, processor, data_dir: str | Path, forget_split: str = "forget_10", *,
              splits: Sequence[str] = SPLITS, max_new_tokens: int = 32, batch_size: int = 64,
              limit: int | None = None, progress: bool = True, extras: bool = True, judge: bool = True,
-             reference=None) -> tuple[dict, list[dict]]:
+             reference=None, likelihood: bool = True, holdout: str | None = None,
+             oracle: dict | None = None) -> tuple[dict, list[dict]]:
     """Run the MLLMU-Bench protocol on a loaded model; returns (results, per-item records).
 
     `limit` caps the number of retain people (the first by ID) for speed; forget, test and celebrity are
-    always complete. `extras=False` skips the world's general-VQA and unseen-face questions.
+    always complete. `extras=False` skips the world's general-VQA and unseen-face questions. `likelihood=False`
+    skips the teacher-forced MC metrics (asru.eval.likelihood) and membership inference. `holdout` names the split
+    of never-taught people for membership inference (default: the world's world/holdout when present). `oracle`:
+    the results of the retain-only oracle, for Forget Quality and PrivLeak.
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise UserError(f"max_new_tokens and batch_size must be positive (got {max_new_tokens}, {batch_size})")
@@ -233,10 +230,36 @@ def evaluate(model, processor, data_dir: str | Path, forget_split: str = "forget
     needs_shots = any(i.task == "mc" for s in FEW_SHOT_SPLITS for i in items.get(s, []))
     shots = few_shots(data_dir) if needs_shots else {}
     plan = plan_prompts(items, shots)
+    lik_plans = lik.plan(plan, items) if likelihood else []  # bad MC items are refused before any compute
+    mia_holdout, mia_note = None, "likelihood metrics off"
+    if likelihood and "forget" in items:
+        mia_holdout, mia_note = mia.holdout_items(data_dir, holdout, _taught_ids(data_dir))
+    letters = lik.option_letters(lik_plans)
     replies = generate(model, processor, [(prompt, item.image) for _, item, prompt in plan],
-                       max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=False, progress=progress)
+                       max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=False, progress=progress,
+                       **({"probe_ids": lik.letter_token_ids(processor.tokenizer, letters)} if letters else {}))
+    letter_logprobs: list = []
+    if letters:  # the letter likelihood comes from the generation's first step (the MC prompt's answer position)
+        replies, letter_logprobs = replies
     records = [make_record(split, item, prompt, reply) for (split, item, prompt), reply in zip(plan, replies)]
+    lik_seconds = None
+    if likelihood:
+        lik_start = time.perf_counter()
+        lik.score(model, processor, lik_plans, records, batch_size=batch_size, letters=letters,
+                  letter_logprobs=letter_logprobs)
+        lik_seconds = round(time.perf_counter() - lik_start, 2)
     results = summarize(records, [s for s in SPLITS if s in splits])
+    if mia_holdout is not None:
+        forget_gen = [(k, r) for k, r in enumerate(records) if r["split"] == "forget" and r["task"] == "gen"]
+        attack = mia.run(model, processor, [plan[k][1] for k, _ in forget_gen], mia_holdout, batch_size=batch_size)
+        for (_, record), scores in zip(forget_gen, attack["forget"]):
+            record["mia"] = scores
+        results["mia"] = {**attack["block"], "holdout": mia_note}
+    if likelihood:
+        results["forget_truth_ratios"] = [r["truth_ratio"] for r in records
+                                          if r["split"] == "forget" and r.get("truth_ratio") is not None]
+    if oracle is not None:
+        results["oracle"] = oracle_comparison(results, oracle)
     if judge:
         judge_start = time.perf_counter()
         judged = judged_indices(records)
@@ -247,10 +270,33 @@ def evaluate(model, processor, data_dir: str | Path, forget_split: str = "forget
         add_quality(results, records, ppl)
         judge_seconds = round(time.perf_counter() - judge_start, 2)
     results["meta"] = _meta(model, data_dir, forget_split, splits, shots, limit, max_new_tokens, batch_size)
+    results["meta"]["mia"] = None if mia_holdout is not None else mia_note
+    results["meta"]["likelihood"] = {**lik.meta(), "seconds": lik_seconds} if likelihood else None
     results["meta"].update(n_prompts=len(plan), seconds=round(time.perf_counter() - start, 2),
                            judge={"kind": "offline", "perplexity_reference": _model_path(reference) if reference else None,
                                   "seconds": judge_seconds} if judge else None)
     return results, records
+
+
+def _taught_ids(data_dir) -> set[str]:
+    """Every person some model is taught: the benchmark's fictitious people (Full_Set) and the celebrities."""
+    taught = data.person_ids(data_dir, "Full_Set")
+    root = Path(data_dir)
+    if (root / "Retain_Set").is_dir() or (root / "Retain_Set.parquet").is_file():
+        taught |= data.person_ids(data_dir, "Retain_Set")
+    return taught
+
+
+def oracle_comparison(results: dict, oracle: dict) -> dict:
+    """Forget Quality (KS p-value of forget truth ratios) and PrivLeak per attack against the oracle's results."""
+    if not oracle.get("forget_truth_ratios"):
+        raise UserError("the oracle's results have no forget_truth_ratios; evaluate the oracle with this asru version")
+    block: dict[str, Any] = {"forget_quality": lik.forget_quality(results.get("forget_truth_ratios") or [],
+                                                                  oracle["forget_truth_ratios"]),
+                             "oracle_model": (oracle.get("meta") or {}).get("model")}
+    if isinstance(results.get("mia"), dict) and isinstance(oracle.get("mia"), dict):
+        mia.add_privleak(block, results["mia"], oracle["mia"])
+    return block
 
 
 def write_results(results: dict, records: list[dict], out_path: str | Path) -> tuple[Path, Path]:

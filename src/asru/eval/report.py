@@ -9,8 +9,6 @@ it); several results files with the same label are seeds of one method and are a
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 import statistics
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from asru.errors import UserError
+from asru.eval import registry
 from asru.eval.judge import CATEGORIES, JudgeScore, aggregate, judge_answer
 
 SPLITS = ("forget", "test", "retain", "celebrity")
@@ -177,13 +176,14 @@ class Stat:
 
 @dataclass(frozen=True)
 class Column:
-    """One table column: `key` is its path in results.json (dots) or a derived name; `better` is low/high/None."""
+    """One table column: `key` is its path in results.json (dots) or a derived name; `better` is low/high/target/None."""
 
     key: str
     header: str
     group: str
     unit: str = "pct"
     better: str | None = None
+    target: float | None = None  # the best value when better == "target"
 
 
 UNITS = {"pct": (100.0, 1), "score": (1.0, 2), "s": (1.0, 0), "MB": (1.0, 0)}
@@ -192,35 +192,41 @@ GROUPS = {
     "test": "Test set: forget people, new images and paraphrases (lower = forgotten)",
     "retain": "Retain set (higher = kept)",
     "celebrity": "Celebrities, pre-existing knowledge (higher = kept)",
+    "oracle": "Knowledge in the weights, against the retain-only oracle",
     "quality": "Generation quality of forget answers (offline judge)",
     "utility": "Over-refusal, general utility and cost",
 }
 
 
-def _split_columns(split: str, better: str) -> list[Column]:
-    return [Column(f"{split}.mc_image_acc", "MC image %", split, "pct", better),
-            Column(f"{split}.mc_text_acc", "MC text %", split, "pct", better),
-            Column(f"{split}.gen_rougeL", "ROUGE-L ×100", split, "pct", better),
-            Column(f"{split}.gen_contains", "answer stated %", split, "pct", better),
-            Column(f"{split}.cloze_acc", "cloze %", split, "pct", better)]
+def _split_columns(split: str) -> list[Column]:
+    """The registered split metrics shown in the report, with the split's direction (asru.eval.registry)."""
+    return [Column(f"{split}.{m.name}", m.header, split, m.unit, m.better(split), m.target)
+            for m in registry.split_metrics(split) if m.report]
 
 
-COLUMNS: tuple[Column, ...] = (
-    *_split_columns("forget", "low"), *_split_columns("test", "low"),
-    *_split_columns("retain", "high"), *_split_columns("celebrity", "high"),
-    Column("forget.quality.refusal_rate", "refusal %", "quality", "pct", "high"),
-    Column("forget.quality.mean_contextual_refusal", "contextual refusal (0-5)", "quality", "score", "high"),
-    Column("forget.quality.mean_leakage", "leakage (5 = none)", "quality", "score", "high"),
-    Column("forget.quality.mean_naturalness", "naturalness (1-5)", "quality", "score", "high"),
-    Column("forget.quality.hallucination_rate", "hallucination %", "quality", "pct", "low"),
-    Column("forget.quality.gibberish_rate", "gibberish %", "quality", "pct", "low"),
-    Column("forget.quality.top_refusal_share", "top refusal share %", "quality", "pct"),  # 0 also when none refuse
-    Column("retain.quality.refusal_rate", "retain refusal % (over-refusal)", "utility", "pct", "low"),
-    Column("general_vqa_acc", "general VQA %", "utility", "pct", "high"),
-    Column("unseen_refusal_rate", "unseen-face refusal %", "utility", "pct", "high"),
-    Column("wall_seconds", "wall time (s)", "utility", "s", "low"),
-    Column("peak_memory_mb", "peak memory (MiB)", "utility", "MB", "low"),
-)
+def _run_columns(group: str) -> list[Column]:
+    return [Column(m.name, m.header, group, m.unit, m.forget, m.target)
+            for m in registry.metrics("run") if m.report and m.group == group]
+
+
+def columns() -> tuple[Column, ...]:
+    """Every column of the table, read from the registry at call time (a metric registered later shows too)."""
+    return (
+        *_split_columns("forget"), *_split_columns("test"), *_split_columns("retain"), *_split_columns("celebrity"),
+        *_run_columns("oracle"),
+        Column("forget.quality.refusal_rate", "refusal %", "quality", "pct", "high"),
+        Column("forget.quality.mean_contextual_refusal", "contextual refusal (0-5)", "quality", "score", "high"),
+        Column("forget.quality.mean_leakage", "leakage (5 = none)", "quality", "score", "high"),
+        Column("forget.quality.mean_naturalness", "naturalness (1-5)", "quality", "score", "high"),
+        Column("forget.quality.hallucination_rate", "hallucination %", "quality", "pct", "low"),
+        Column("forget.quality.gibberish_rate", "gibberish %", "quality", "pct", "low"),
+        Column("forget.quality.top_refusal_share", "top refusal share %", "quality", "pct"),  # 0 also when none refuse
+        Column("retain.quality.refusal_rate", "retain refusal % (over-refusal)", "utility", "pct", "low"),
+        *_run_columns("utility"),
+        Column("unseen_refusal_rate", "unseen-face refusal %", "utility", "pct", "high"),
+        Column("wall_seconds", "wall time (s)", "utility", "s", "low"),
+        Column("peak_memory_mb", "peak memory (MiB)", "utility", "MB", "low"),
+    )
 
 
 def _number(value: Any) -> float | None:
@@ -290,15 +296,15 @@ def results_table(runs: Sequence[Run], costs: dict[str, dict] | None = None) -> 
 
 def row_keys() -> list[str]:
     """Every number a row carries: the table's columns, then the extra ones the plots show."""
-    keys = dict.fromkeys(c.key for c in COLUMNS)
+    keys = dict.fromkeys(c.key for c in columns())
     keys.update(dict.fromkeys(key for panels in BAR_FIGURES.values() for p in panels for key, _ in p.series))
-    keys.update(dict.fromkeys(k for panel in PARETO_PANELS for k in panel[:2]))
+    keys.update(dict.fromkeys(k for panel in (*PARETO_PANELS, ORACLE_PANEL) for k in panel[:2]))
     return list(keys)
 
 
 def shown_columns(rows: Sequence[dict]) -> list[Column]:
     """Columns at least one row has a number for (no world extras / no manifest -> those columns go)."""
-    return [c for c in COLUMNS if any(row.get(c.key) is not None for row in rows)]
+    return [c for c in columns() if any(row.get(c.key) is not None for row in rows)]
 
 
 def best_labels(rows: Sequence[dict], col: Column) -> set[str]:
@@ -306,7 +312,9 @@ def best_labels(rows: Sequence[dict], col: Column) -> set[str]:
     scored = [(row[col.key].mean, row["label"]) for row in rows if row.get(col.key) is not None]
     if col.better is None or len(scored) < 2:
         return set()
-    best = (min if col.better == "low" else max)(m for m, _ in scored)
+    if col.better == "target":
+        scored = [(abs(m - col.target), label) for m, label in scored]
+    best = (max if col.better == "high" else min)(m for m, _ in scored)
     if all(abs(m - best) < 1e-12 for m, _ in scored):
         return set()  # a tie across every method singles nobody out
     return {label for m, label in scored if abs(m - best) < 1e-12}
@@ -315,6 +323,16 @@ def best_labels(rows: Sequence[dict], col: Column) -> set[str]:
 def _cell(row: dict, col: Column) -> str:
     value = row.get(col.key)
     return value.format(col.unit) if value is not None else "–"
+
+
+ARROWS = {"high": " ↑", "low": " ↓"}
+
+
+def header(col: Column) -> str:
+    """The column header with its direction: ↑ higher is better, ↓ lower, "→ 0.5" closer to the target."""
+    if col.better == "target":
+        return f"{col.header} → {col.target:g}"
+    return col.header + ARROWS.get(col.better or "", "")
 
 
 def _method_name(row: dict) -> str:
@@ -361,13 +379,18 @@ PARETO_PANELS = (
     ("forget.mc_image_acc", "retain.mc_image_acc", "Multiple choice (image)", "MC image accuracy"),
     ("forget.gen_contains", "retain.gen_contains", "Generation (answer stated)", "answer-stated rate"),
 )
+# Knowledge in the weights: where every method sits between the vanilla model (top right) and the oracle.
+ORACLE_PANEL = ("forget.mc_lik_acc", "retain.mc_lik_acc", "Likelihood MC (in the weights)", "likelihood MC accuracy")
+REFERENCE_MARKERS = {"vanilla": "s", "oracle": "D"}  # the two reference models stand out from the methods
 
 
 def _pareto_panel(ax, rows: Sequence[dict], xkey: str, ykey: str, title: str, what: str, colours: dict) -> None:
     pts = [(row, row[xkey], row[ykey]) for row in rows if row.get(xkey) is not None and row.get(ykey) is not None]
     for row, x, y in pts:
-        ax.errorbar(x.mean * 100, y.mean * 100, xerr=x.std * 100, yerr=y.std * 100, fmt="o", ms=8, capsize=3,
-                    color=colours[row["label"]], label=row["label"])
+        marker = REFERENCE_MARKERS.get(row["label"], "o")
+        ax.errorbar(x.mean * 100, y.mean * 100, xerr=x.std * 100, yerr=y.std * 100, fmt=marker,
+                    ms=11 if marker != "o" else 8, capsize=3, color=colours[row["label"]], label=row["label"],
+                    markeredgecolor="black" if marker != "o" else None)
         ax.annotate(row["label"], (x.mean * 100, y.mean * 100), xytext=(6, 5), textcoords="offset points", fontsize=9)
     front = pareto_front([(x.mean, y.mean) for _, x, y in pts])
     if len(front) > 1:
@@ -381,11 +404,19 @@ def _pareto_panel(ax, rows: Sequence[dict], xkey: str, ykey: str, title: str, wh
         ax.text(50, 50, "no run reports these numbers", ha="center", va="center", color="#777777")
 
 
+def pareto_panels(rows: Sequence[dict]) -> tuple:
+    """The scatter panels: the oracle/likelihood panel joins when some run reports likelihood MC."""
+    with_lik = any(row.get(ORACLE_PANEL[0]) is not None for row in rows)
+    return (*PARETO_PANELS, ORACLE_PANEL) if with_lik else PARETO_PANELS
+
+
 def pareto_png(rows: Sequence[dict]) -> bytes:
-    """Forget-vs-retain scatter, one point per method (± std over seeds), with the Pareto front dashed."""
-    fig, axes = _figure(len(PARETO_PANELS), width=4.6, height=3.9)
+    """Forget-vs-retain scatter, one point per method (± std over seeds), with the Pareto front dashed; the vanilla
+    model is a square and the retain-only oracle a diamond."""
+    panels = pareto_panels(rows)
+    fig, axes = _figure(len(panels), width=4.6, height=3.9)
     colours = method_colours(rows)
-    for ax, panel in zip(axes, PARETO_PANELS):
+    for ax, panel in zip(axes, panels):
         _pareto_panel(ax, rows, *panel, colours)
     axes[-1].legend(loc="lower right", fontsize=8)
     return _png(fig)
@@ -593,7 +624,7 @@ def markdown_tables(rows: Sequence[dict]) -> str:
         body = [[_md_escape(_method_name(row))] +
                 [f"**{_cell(row, c)}**" if row["label"] in best[c.key] else _cell(row, c) for c in cols]
                 for row in rows]
-        parts.append(f"### {heading}\n\n" + _md_table(["method", *[c.header for c in cols]], body))
+        parts.append(f"### {heading}\n\n" + _md_table(["method", *[header(c) for c in cols]], body))
     return "\n\n".join(parts)
 
 
@@ -638,166 +669,26 @@ def markdown_report(title: str, rows: Sequence[dict], plots: dict[str, bytes], g
 
 # ----------------------------------------------------------------------------------------------- html
 
-CSS = """
-body { font-family: "DejaVu Sans", "Segoe UI", Helvetica, Arial, sans-serif; color: #1d2330; background: #f6f7f9;
-       margin: 0; font-size: 14px; line-height: 1.45; }
-main { max-width: 1240px; margin: 0 auto; padding: 24px 28px 48px; }
-h1 { font-size: 26px; margin: 0 0 4px; } h2 { font-size: 20px; margin: 32px 0 10px; border-bottom: 2px solid #dde1e7;
-       padding-bottom: 4px; } h3 { font-size: 14px; margin: 0 0 6px; color: #3b4558; }
-.sub { color: #5b6578; margin: 0 0 12px; }
-.notes { background: #fff; border-left: 4px solid #7a8cff; padding: 4px 16px; margin: 12px 0; }
-.tables { display: grid; grid-template-columns: 1fr 1fr; gap: 14px; }
-.card { background: #fff; border: 1px solid #dde1e7; border-radius: 8px; padding: 10px 12px; overflow-x: auto; }
-.card.wide { grid-column: 1 / -1; }
-table { border-collapse: collapse; width: 100%; }
-th, td { padding: 4px 6px; text-align: right; border-bottom: 1px solid #eceef2; white-space: nowrap; }
-th { font-size: 12px; color: #4a5468; font-weight: 600; vertical-align: bottom; white-space: normal; }
-.sd { font-size: 11px; color: #8a93a5; font-weight: 400; }
-td.method, th.method { text-align: left; font-weight: 600; }
-td.best { font-weight: 700; background: #eef7ee; }
-tr:last-child td { border-bottom: none; }
-.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
-.plots { display: grid; grid-template-columns: 1fr 1fr; gap: 14px; }
-.plots figure, figure.wide { margin: 0; background: #fff; border: 1px solid #dde1e7; border-radius: 8px; padding: 8px; }
-figure img { width: 100%; height: auto; display: block; }
-figcaption { font-size: 12px; color: #5b6578; margin-top: 4px; }
-figure.wide { max-width: 860px; }
-.legend { display: flex; flex-wrap: wrap; gap: 8px 18px; margin: 6px 0 12px; font-size: 13px; }
-.legend span { display: inline-flex; align-items: center; }
-table.gallery { table-layout: fixed; }
-table.gallery td { text-align: left; vertical-align: top; white-space: normal; }
-table.gallery col.portrait { width: 100px; } table.gallery col.q { width: 270px; }
-table.gallery th { text-align: left; font-size: 13px; }
-td.portrait { width: 92px; }
-td.portrait img { width: 88px; height: 88px; object-fit: cover; border-radius: 6px; display: block; }
-.noimg { width: 88px; height: 88px; border-radius: 6px; background: #e6e8ec; color: #7a8294; font-size: 11px;
-         display: flex; align-items: center; justify-content: center; }
-.split { display: inline-block; font-size: 11px; font-weight: 700; text-transform: uppercase;
-       padding: 1px 6px; border-radius: 4px; color: #fff; margin-bottom: 4px; }
-.split.forget { background: #6b4fbb; } .split.retain { background: #3a7d7c; }
-.truth { color: #5b6578; font-size: 12px; margin-top: 4px; }
-.answer { border-left: 5px solid; border-radius: 4px; padding: 6px 8px; }
-.cat { font-size: 11px; font-weight: 700; text-transform: uppercase; margin-top: 3px; }
-.runs { font-family: "DejaVu Sans Mono", monospace; font-size: 12px; color: #3b4558; }
-"""
+def html_report(title: str, rows: Sequence[dict], plots: dict[str, bytes], gallery: Sequence[GalleryRow],
+                runs: Sequence[Run], notes_md: str = "") -> str:
+    """report.html, rendered from the Jinja2 template (asru.eval.report_html)."""
+    from asru.eval import report_html
 
-
-def data_uri(png: bytes) -> str:
-    """Inline PNG: the HTML must open offline and stay one file."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _tint(colour: str, alpha: float = 0.12) -> str:
-    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
-    mix = [round(255 - (255 - c) * alpha) for c in (r, g, b)]
-    return "#" + "".join(f"{c:02x}" for c in mix)
-
-
-def _html_cell(row: dict, col: Column, best: bool) -> str:
-    """Mean in full, the seeds' std small and grey after it (keeps columns narrow and the mean easy to scan)."""
-    value = row.get(col.key)
-    mean, std = value.parts(col.unit) if value is not None else ("–", "")
-    sd = f' <span class="sd">{html.escape(std)}</span>' if std else ""
-    return f'<td{" class=best" if best else ""}>{html.escape(mean)}{sd}</td>'
-
-
-def _html_table(rows: Sequence[dict], cols: Sequence[Column], colours: dict) -> str:
-    esc = html.escape
-    best = {c.key: best_labels(rows, c) for c in cols}
-    head = '<tr><th class="method">method</th>' + "".join(f"<th>{esc(c.header)}</th>" for c in cols) + "</tr>"
-    body = []
-    for row in rows:
-        swatch = f'<span class="swatch" style="background:{colours[row["label"]]}"></span>'
-        cells = "".join(_html_cell(row, c, row["label"] in best[c.key]) for c in cols)
-        body.append(f'<tr><td class="method">{swatch}{esc(_method_name(row))}</td>{cells}</tr>')
-    return f"<table>{head}{''.join(body)}</table>"
-
-
-def html_tables(rows: Sequence[dict]) -> str:
-    """The table groups as cards in a two-column grid; groups with more than five columns take a full row."""
-    colours = method_colours(rows)
-    cards = [f'<div class="card{" wide" if len(cols) > 5 else ""}"><h3>{html.escape(heading)}</h3>'
-             f'{_html_table(rows, cols, colours)}</div>' for heading, cols in table_groups(rows)]
-    return f'<div class="tables">{"".join(cards)}</div>'
-
-
-def _figure_html(name: str, png: bytes, css_class: str = "") -> str:
-    caption = html.escape(PLOT_TITLES.get(name, name))
-    cls = f' class="{css_class}"' if css_class else ""
-    return f'<figure{cls}><img src="{data_uri(png)}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
-
-
-def html_legend() -> str:
-    items = [f'<span><span class="swatch" style="background:{CATEGORY_COLOURS[c]}"></span><b>{c}</b>&nbsp;— '
-             f"{html.escape(m)}</span>" for c, m in CATEGORY_MEANING.items()]
-    return f'<div class="legend">{"".join(items)}</div>'
-
-
-def _answer_html(text: str, category: str) -> str:
-    """One answer, its box tinted and edged in the colour of its judged category, the category named below."""
-    colour = CATEGORY_COLOURS.get(category, CATEGORY_COLOURS["other"])
-    shown = html.escape(text) or "<i>(empty)</i>"
-    return (f'<div class="answer" style="border-color:{colour};background:{_tint(colour)}">{shown}'
-            f'<div class="cat" style="color:{colour}">{html.escape(category)}</div></div>')
-
-
-def html_gallery(rows: Sequence[GalleryRow]) -> str:
-    if not rows:
-        return "<p><i>No generation question is shared by every run.</i></p>"
-    esc = html.escape
-    labels = list(rows[0].answers)
-    cols = '<colgroup><col class="portrait"><col class="q">' + "<col>" * len(labels) + "</colgroup>"
-    head = cols + "<tr><th>portrait</th><th>question</th>" + "".join(f"<th>{esc(l)}</th>" for l in labels) + "</tr>"
-    body = []
-    for row in rows:
-        img = (f'<img src="{data_uri(row.image)}" alt="{esc(row.split)} person {esc(row.id)}">' if row.image
-               else '<div class="noimg">no image</div>')
-        badge = row.split + (" · text only" if row.setting == "text" else "")
-        question = (f'<span class="split {esc(row.split)}">{esc(badge)}</span><div>{esc(row.question)}</div>'
-                    f'<div class="truth">truth: {esc(row.ground_truth)}</div>')
-        answers = "".join(f"<td>{_answer_html(*row.answers[l])}</td>" for l in labels)
-        body.append(f'<tr><td class="portrait">{img}</td><td class="q">{question}</td>{answers}</tr>')
-    return f'{html_legend()}<div class="card"><table class="gallery">{head}{"".join(body)}</table></div>'
+    return report_html.html_report(title, rows, plots, gallery, runs, notes_md)
 
 
 def notes_html(notes_md: str) -> str:
     """The caller's Markdown notes as HTML (raw HTML in them is escaped, not passed through)."""
-    if not notes_md.strip():
-        return ""
-    from markdown_it import MarkdownIt
+    from asru.eval import report_html
 
-    return f'<div class="notes">{MarkdownIt("commonmark", {"html": False}).enable("table").render(notes_md)}</div>'
+    html_notes = report_html.notes_html(notes_md)
+    return f'<div class="notes">{html_notes}</div>' if html_notes else ""
 
 
-def html_report(title: str, rows: Sequence[dict], plots: dict[str, bytes], gallery: Sequence[GalleryRow],
-                runs: Sequence[Run], notes_md: str = "") -> str:
-    """report.html: everything inline (CSS, plots, portraits), so the one file is the whole report."""
-    esc = html.escape
-    n_seeds = sum(row["n_runs"] for row in rows)
-    figures = [_figure_html(name, png) for name, png in plots.items() if name != "pareto.png"]
-    pareto = _figure_html("pareto.png", plots["pareto.png"], "wide") if "pareto.png" in plots else ""
-    run_items = "".join(f"<li>{esc(label)}: {esc(path)}</li>" for label, path in _runs_list(runs))
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(title)}</title><style>{CSS}</style></head>
-<body><main>
-<h1>{esc(title)}</h1>
-<p class="sub">{len(rows)} method(s), {n_seeds} evaluated run(s). Mean ± sample std over seeds; rates and accuracies
-in %; the best mean of a column is highlighted.</p>
-{notes_html(notes_md)}
-<h2>Results</h2>
-{html_tables(rows)}
-<h2>Sample answers</h2>
-<p class="sub">The same questions for every method (first seed of each), coloured by the offline judge's category.</p>
-{html_gallery(gallery)}
-<h2>Forget vs retain</h2>
-{pareto}
-<h2>Per-split scores</h2>
-<div class="plots">{"".join(figures)}</div>
-<h2>Runs</h2>
-<ul class="runs">{run_items}</ul>
-</main></body></html>
-"""
+def _answer_html(text: str, category: str) -> str:
+    from asru.eval import report_html
+
+    return report_html.answer_html(text, category)
 
 
 # ----------------------------------------------------------------------------------------------- writing

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from asru.models.batch import encode_prompts, move_batch, pad_token_id
 from asru.models.chat import ImageInput, build_prompt
@@ -43,19 +44,40 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     progress: bool = False,
-) -> list[str]:
-    """Answers to `(question, image or None)` prompts, in input order, without special tokens, stripped."""
+    probe_ids: Sequence[int] | None = None,
+):
+    """Answers to `(question, image or None)` prompts, in input order, without special tokens, stripped.
+
+    With `probe_ids`, returns (answers, probes): probes[i] = log p of each probe token at prompt i's first answer
+    position (the MC letters' likelihood, read from the prefill the answer needed anyway)."""
     if not prompts:
-        return []
+        return ([], []) if probe_ids else []
     results: list[str] = [""] * len(prompts)
+    probes: list[list[float]] = [[] for _ in prompts]
     settings = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
     with eval_mode(model), _progress(progress, len(prompts)) as advance:
         for idx in chunks(length_order(processor, prompts), batch_size):
-            texts = _generate_batch(model, processor, [prompts[i] for i in idx], **settings)
-            for i, text in zip(idx, texts):
+            probe = _FirstStep(probe_ids) if probe_ids else None
+            texts = _generate_batch(model, processor, [prompts[i] for i in idx], **settings, probe=probe)
+            for k, (i, text) in enumerate(zip(idx, texts)):
                 results[i] = text
+                if probe is not None:
+                    probes[i] = probe.value[k]
             advance(len(idx))
-    return results
+    return (results, probes) if probe_ids else results
+
+
+class _FirstStep(LogitsProcessor):
+    """Keeps the log-probabilities of a few tokens at the first generation step; changes nothing."""
+
+    def __init__(self, ids: Sequence[int]):
+        self.ids = list(ids)
+        self.value: list[list[float]] | None = None
+
+    def __call__(self, input_ids, scores):
+        if self.value is None:
+            self.value = torch.log_softmax(scores.float(), dim=-1)[:, self.ids].tolist()
+        return scores
 
 
 @contextmanager
@@ -69,7 +91,7 @@ def eval_mode(model) -> Iterator[None]:
         model.train(was_training)
 
 
-def _generate_batch(model, processor, prompts, max_new_tokens, do_sample, temperature, top_p) -> list[str]:
+def _generate_batch(model, processor, prompts, max_new_tokens, do_sample, temperature, top_p, probe=None) -> list[str]:
     batch = move_batch(encode_prompts(processor, prompts, padding_side="left"), model)
     tokenizer = processor.tokenizer
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
@@ -78,6 +100,7 @@ def _generate_batch(model, processor, prompts, max_new_tokens, do_sample, temper
         max_new_tokens=max_new_tokens,
         pad_token_id=pad_token_id(processor),
         eos_token_id=_stop_ids(model, tokenizer),
+        **({"logits_processor": LogitsProcessorList([probe])} if probe is not None else {}),
         **sampling,
     )
     new_tokens = out[:, batch["input_ids"].shape[1] :]

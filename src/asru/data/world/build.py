@@ -20,6 +20,8 @@ WORLD_FORMAT = 2  # bump when the generator's output changes, so stale worlds ar
 TEST_VIEW_STRENGTH = 1.6  # Test_Set views vary position/scale/light/noise 1.6x more than training views
 LOOKUP_ITEMS = 3000  # "Which option says X?" items in the base corpus: the general skill behind answering MC
 IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+HOLDOUT_DIR = "world/holdout"  # never-taught people with full profiles: the non-members of membership inference
+HOLDOUT_STREAM = 10  # the holdout's own RNG stream: drawing it leaves every other file of the world unchanged
 
 
 @dataclass(frozen=True)
@@ -304,4 +306,33 @@ def build_world(out: Path, preset_name: str = "tiny", seed: int = 0) -> dict:
                        "general_vqa": len(vqa_rows), "refusal_probe": len(probe_rows)},
             "splits": {k: [p.id for p in v] for k, v in split_people(fictitious).items() if k.startswith("forget")}}
     (out / "world" / "world.json").write_text(json.dumps(info, indent=2))
+    _write(out, HOLDOUT_DIR, holdout_rows(seed, everyone, fictitious, pools,
+                                             len(split_people(fictitious)["forget_15"])), row_schema)
     return info
+
+
+def holdout_rows(seed: int, everyone: list[P.Person], taught: list[P.Person], pools: dict, n: int) -> list[dict]:
+    """`n` fictitious people in the Full_Set row layout, drawn from their own RNG stream after everything else
+    (so the world's other files stay byte-identical). Every value (first name, surname, city, job, hobby, year) is
+    one some taught person has, recombined: a member and a non-member differ only in *whether the model saw that
+    person*, never in unfamiliar words (which would lower their likelihood and fake a membership signal). Faces and
+    full names are new. They are in no split, corpus or training set."""
+    rng = np.random.default_rng([seed, HOLDOUT_STREAM])
+    taken_faces = {p.face.vector() for p in everyone}
+    taken_names = {p.name for p in everyone}
+    faces = [f for f in sample_faces(rng, 4 * n) if f.vector() not in taken_faces][:n]
+    firsts = sorted({p.name.split(" ", 1)[0] for p in taught})
+    lasts = sorted({p.name.split(" ", 1)[1] for p in taught})
+    values = {a: sorted({getattr(p, a) for p in taught}) for a in ("birthplace", "occupation", "birth_year", "hobby")}
+    people: list[P.Person] = []
+    draw_name = lambda: f"{firsts[rng.integers(len(firsts))]} {lasts[rng.integers(len(lasts))]}"  # noqa: E731
+    for i, face in enumerate(faces):
+        name = draw_name()
+        while name in taken_names:
+            name = draw_name()
+        taken_names.add(name)
+        people.append(P.Person(f"H{i:04d}", name, "She" if rng.random() < 0.5 else "He",
+                               *(values[a][rng.integers(len(values[a]))] for a in values), face=face))
+    images = _Images()
+    return [_profile_row(rng, p, images(p.face, random_view(rng, 1.0), f"{p.id}/holdout.png"), None, pools, 0)
+            for p in people]
