@@ -35,7 +35,7 @@ class RULE(ASRU):
 
     def stage1(self, ctx: UnlearnContext) -> dict:
         sft_cfg = from_dict(GradientConfig, self.config.sft, where="rule.sft")
-        sft_ctx = replace(ctx, out_dir=ctx.out_dir / "sft")
+        sft_ctx = replace(ctx, out_dir=ctx.out_dir / "sft", manifest=None)  # the run manifest stays at the run root
         return IdkFineTune(sft_cfg).unlearn(sft_ctx)
 
     def reward(self):

@@ -49,7 +49,7 @@ def build_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseConfig) -> di
     model = build_tiny_model(tokenizer, cfg.model, seed=cfg.train.seed)
     examples = corpus.base_examples(data_dir, seed=cfg.train.seed)
     encoded = encode_examples(processor, examples, label="encoding base corpus")
-    stats = sft(model, processor, encoded, cfg.train, label="pretraining base")
+    stats = sft(model, processor, encoded, cfg.train, label="pretraining base", out_dir=out_dir)
     save_tiny(model, processor, out_dir)
     return {"examples": len(examples), "parameters": sum(p.numel() for p in model.parameters()), **stats}
 
@@ -74,6 +74,6 @@ def build_vanilla(base_dir: str | Path, data_dir: str | Path, out_dir: str | Pat
     model, processor = load_model(base_dir, for_training=True)
     examples = vanilla_examples(Path(data_dir), cfg)
     encoded = encode_examples(processor, examples, label="encoding profiles")
-    stats = sft(model, processor, encoded, cfg.train, label="fine-tuning vanilla")
+    stats = sft(model, processor, encoded, cfg.train, label="fine-tuning vanilla", out_dir=out_dir)
     save_model(model, processor, out_dir)
     return {"examples": len(examples), "finetune": "full", **stats}
