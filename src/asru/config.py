@@ -41,7 +41,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise UserError(f"{where}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(fields)}")
+        valid = ", ".join(fields) if len(fields) <= 40 else f"the fields of {cls.__name__} (see its documentation)"
+        raise UserError(f"{where}: unknown option(s) {', '.join(unknown)}; valid options: {valid}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, value in data.items():
