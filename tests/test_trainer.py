@@ -96,3 +96,39 @@ def test_redirect_matches_the_old_loop(positions, micro_world, tiny, tmp_path):
     for key in ("forget_loss_first", "forget_loss_last", "retain_loss_first", "retain_loss_last"):
         assert stats[key] == pytest.approx(ref[key], abs=TOL)
     assert _delta(model.state_dict(), before) == pytest.approx(ref["delta"], abs=TOL)
+
+
+def test_real_preset_vanilla_is_the_papers_lora_on_the_training_split_alone(tmp_path):
+    """`asru vanilla` with a Qwen3-VL preset on the real MLLMU-Bench layout (no world extras): LoRA r16/alpha16/
+    dropout 0.05 on the language model's linear layers through the Trainer, merged into a plain model directory."""
+    import math
+
+    import yaml
+    from mllmu_fixture import write_mllmu_fixture
+
+    from asru.config import load_preset
+    from asru.data.mllmu import training_items
+    from asru.manifest import read_manifest
+    from asru.models.load import save_model
+    from asru.pipeline import vanilla_stage
+
+    data = write_mllmu_fixture(tmp_path / "mllmu", world=False)
+    tok = build_tokenizer(world_texts(data), 512)
+    base = save_model(build_tiny_model(tok, seed=1), build_processor(tok), tmp_path / "base")
+    preset = load_preset("qwen3vl-2b")
+    assert {k: preset["vanilla"][k] for k in ("lora", "lora_r", "lora_alpha", "lora_dropout")} == \
+        {"lora": True, "lora_r": 16, "lora_alpha": 16, "lora_dropout": 0.05}
+    (tmp_path / "preset.yaml").write_text(yaml.safe_dump(preset))
+    out, fresh = vanilla_stage(base, data, tmp_path / "vanilla", str(tmp_path / "preset.yaml"))
+
+    result = read_manifest(out)["result"]
+    examples = len(training_items(data, "forget_15")) + len(training_items(data, "retain_85"))
+    assert fresh and result["finetune"] == "lora" and result["examples"] == examples
+    assert result["steps"] == math.ceil(2 * examples / 4)  # 2 epochs, batch 4
+    assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
+    assert not (out / "checkpoints").exists()
+    before = load_model(base, device="cpu")[0].state_dict()
+    after = load_model(out, device="cpu")[0].state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".language_model.layers." in k and k.endswith("proj.weight") for k in changed)
+    assert {k.split(".")[-2] for k in changed} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}

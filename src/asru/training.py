@@ -10,7 +10,7 @@ import math
 import random
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Sequence
@@ -38,10 +38,13 @@ class TrainConfig:
     loss: str = "example_mean"  # "example_mean": every example weighs the same; "token_mean": every answer token does
     group_by_length: bool = False  # similar lengths per batch: less padding, but one format per batch (docs/world.md)
     save_steps: int = 500  # a Trainer checkpoint every N steps (what --resume continues from); 0: none
+    epochs: float | None = None  # set: train this many passes over the examples instead of `steps` (real presets)
 
     def __post_init__(self) -> None:
         if self.loss not in ("example_mean", "token_mean"):
             raise UserError(f"train.loss must be example_mean or token_mean, got '{self.loss}'")
+        if self.epochs is not None and self.epochs <= 0:
+            raise UserError(f"train.epochs must be > 0 (or null to use steps), got {self.epochs}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -171,6 +174,8 @@ def sft(model, processor, encoded: list[dict], cfg: TrainConfig, label: str = "t
     Checkpoints (every cfg.save_steps) go to out_dir/checkpoints and are removed once training has finished."""
     if not encoded:
         raise UserError(f"{label}: no training examples; check the data directory")
+    if cfg.epochs is not None:
+        cfg = replace(cfg, steps=max(1, math.ceil(cfg.epochs * len(encoded) / cfg.batch_size)))
     torch.manual_seed(cfg.seed)
     pad_id = _pad_token_id(processor)
     plan = first_batches([len(e["input_ids"]) for e in encoded], cfg.batch_size, cfg.seed, cfg.steps, cfg.group_by_length)

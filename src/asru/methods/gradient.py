@@ -26,7 +26,7 @@ from asru.errors import UserError
 from asru.methods.base import Method, UnlearnContext
 from asru.models import batch as mbatch
 from asru.models.generate import eval_mode
-from asru.models.layers import decoder_layers
+from asru.models.lora import add_lora, language_model_linear_names  # noqa: F401 - re-exported
 from asru.models.load import load_model, save_model
 from asru.trainer import AsruTrainer, ManifestProgress, remove_checkpoints, training_args
 from asru.training import collate, encode_examples, first_batches, shifted, token_nll
@@ -266,23 +266,3 @@ def encoder(processor):
     pad_id = mbatch.pad_token_id(processor)
     return (lambda examples, label: encode_examples(processor, examples, label=label),
             lambda items: collate(items, pad_id))
-
-
-def language_model_linear_names(model) -> list[str]:
-    """Qualified names of every nn.Linear inside the text decoder blocks (LoRA's targets)."""
-    layers = decoder_layers(model)
-    prefix = next(name for name, module in model.named_modules() if module is layers)
-    return [name for name, module in model.named_modules()
-            if name.startswith(prefix + ".") and isinstance(module, torch.nn.Linear)]
-
-
-def add_lora(model, cfg: GradientConfig):
-    """Wrap `model` in PEFT LoRA on all linear layers of the language model (vision tower untouched)."""
-    from peft import LoraConfig, get_peft_model
-
-    targets = language_model_linear_names(model)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, bias="none")
-    return get_peft_model(model, lora)
-
-

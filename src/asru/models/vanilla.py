@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 
 from asru.data import corpus
 from asru.data.prompts import CLOZE_INSTRUCTION, GEN_INSTRUCTION, MC_INSTRUCTION
+from asru.errors import UserError
+from asru.models.lora import add_lora
 from asru.models.tiny import TinyConfig, build_processor, build_tiny_model, build_tokenizer, save_tiny
 from asru.training import TrainConfig, encode_examples, sft
 
@@ -27,6 +29,14 @@ class VanillaConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1800, lr=1e-3, warmup_steps=50))
     replay: float = 0.5  # base-corpus examples mixed in, as a share of the profile examples (keeps old skills)
     full_split: str = "forget_15"  # forget_15 + retain_85 = every fictitious person
+    lora: bool = False  # real models: the paper's LoRA (below) instead of a full fine-tune (the tiny presets)
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.lora and self.lora_r < 1:
+            raise UserError(f"vanilla.lora_r must be >= 1, got {self.lora_r}")
 
 
 def world_texts(data_dir: Path) -> list[str]:
@@ -67,13 +77,19 @@ def vanilla_examples(data_dir: Path, cfg: VanillaConfig) -> list[tuple]:
     return profile + replay
 
 
-def build_vanilla(base_dir: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: VanillaConfig) -> dict:
-    """Full fine-tune of the base on all fictitious profiles (+ a replay share of the base corpus)."""
+def build_vanilla(base_dir: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: VanillaConfig,
+                  resume: bool = False) -> dict:
+    """Fine-tune the base on all fictitious profiles (+ a replay share of the base corpus where the world has one):
+    a full fine-tune, or with `lora` the paper's LoRA, merged into the saved weights."""
     from asru.models.load import load_model, save_model
 
     model, processor = load_model(base_dir, for_training=True)
     examples = vanilla_examples(Path(data_dir), cfg)
     encoded = encode_examples(processor, examples, label="encoding profiles")
-    stats = sft(model, processor, encoded, cfg.train, label="fine-tuning vanilla", out_dir=out_dir)
+    if cfg.lora:
+        model = add_lora(model, cfg)
+    stats = sft(model, processor, encoded, cfg.train, label="fine-tuning vanilla", out_dir=out_dir, resume=resume)
+    if cfg.lora:
+        model = model.merge_and_unload()
     save_model(model, processor, out_dir)
-    return {"examples": len(examples), "finetune": "full", **stats}
+    return {"examples": len(examples), "finetune": "lora" if cfg.lora else "full", **stats}
