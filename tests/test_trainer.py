@@ -132,3 +132,43 @@ def test_real_preset_vanilla_is_the_papers_lora_on_the_training_split_alone(tmp_
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(".language_model.layers." in k and k.endswith("proj.weight") for k in changed)
     assert {k.split(".")[-2] for k in changed} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+THROWAWAY = '''
+"""A throwaway method: half-weight gradient ascent on forget, cross-entropy on retain."""
+from asru.methods.gradient import GradientMethod, batch_nll, logits
+
+
+class Throwaway(GradientMethod):
+    name = "throwaway"
+    uses_retain = True
+
+    def forget_loss(self, model, batch, ref):
+        return -0.5 * batch_nll(logits(model, batch), batch["labels"])
+
+    def retain_loss(self, model, batch, ref):
+        return batch_nll(logits(model, batch), batch["labels"])
+'''
+
+
+def test_a_new_gradient_method_is_one_file_one_registry_line_one_preset_entry(micro_world, tiny, tmp_path, monkeypatch):
+    import yaml
+
+    from asru import methods
+    from asru.manifest import read_manifest
+    from asru.pipeline import unlearn_stage
+
+    _, _, vanilla = tiny
+    (tmp_path / "throwaway_method.py").write_text(THROWAWAY)  # the file
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(methods._MODULES, "throwaway", "throwaway_method:Throwaway")  # the registry line
+    preset = tmp_path / "preset.yaml"  # the preset entry
+    preset.write_text(yaml.safe_dump({"methods": {"throwaway": {"steps": 3, "batch_size": 2, "lr": 1e-3, "alpha": 2.0}}}))
+
+    assert "throwaway" in methods.method_names()
+    out, _ = unlearn_stage("throwaway", vanilla, micro_world, tmp_path / "run", preset=str(preset))
+    result = read_manifest(out)["result"]
+    assert result["steps"] == 3 and result["retain_examples"] > 0
+    assert result["forget_loss_first"] < 0 < result["retain_loss_first"]
+    assert result["loss_first"] == pytest.approx(result["forget_loss_first"] + 2.0 * result["retain_loss_first"], rel=1e-6)
+    assert load_model(out / "model", device="cpu")[0] is not None
