@@ -19,6 +19,7 @@ err_console = Console(stderr=True)
 
 PRESET = typer.Option("tiny", "--preset", help="config preset name (see asru/configs) or a YAML file")
 FORCE = typer.Option(False, "--force", help="overwrite an existing output")
+RESUME = typer.Option(False, "--resume", help="continue a killed run from its last checkpoint in --out")
 
 
 def _done(what: str, out: Path, fresh: bool) -> None:
@@ -36,18 +37,18 @@ def world(out: Path = typer.Option(..., "--out", help="directory to write the wo
 
 @app.command()
 def base(world: Path = typer.Option(..., "--world", help="world directory from `asru world`"),
-         out: Path = typer.Option(..., "--out"), preset: str = PRESET, force: bool = FORCE) -> None:
+         out: Path = typer.Option(..., "--out"), preset: str = PRESET, force: bool = FORCE, resume: bool = RESUME) -> None:
     """Build the tiny Qwen3-VL (tokenizer, processor, model) and pretrain it on the world's base corpus."""
-    path, fresh = pipeline.base_stage(world, out, preset, force=force)
+    path, fresh = pipeline.base_stage(world, out, preset, force=force, resume=resume)
     _done("base model", path, fresh)
 
 
 @app.command()
 def vanilla(base: Path = typer.Option(..., "--base", help="base model directory"),
             world: Path = typer.Option(..., "--world"), out: Path = typer.Option(..., "--out"),
-            preset: str = PRESET, force: bool = FORCE) -> None:
+            preset: str = PRESET, force: bool = FORCE, resume: bool = RESUME) -> None:
     """Fine-tune the base model on every fictitious profile (the model unlearning starts from)."""
-    path, fresh = pipeline.vanilla_stage(base, world, out, preset, force=force)
+    path, fresh = pipeline.vanilla_stage(base, world, out, preset, force=force, resume=resume)
     _done("vanilla model", path, fresh)
 
 
@@ -78,7 +79,7 @@ def unlearn(method: str = typer.Argument(..., help="method name (see `asru metho
             base: Optional[Path] = typer.Option(None, "--base", help="base model (ASRU's refusal side)"),
             preset: str = PRESET, stage: Optional[int] = typer.Option(None, "--stage", help="ASRU: run only stage 1 or 2"),
             set_: Optional[list[str]] = typer.Option(None, "--set", help="method option override key=value (repeatable)"),
-            seed: int = typer.Option(0, "--seed"), resume: bool = typer.Option(False, "--resume", help="continue a killed run"),
+            seed: int = typer.Option(0, "--seed"), resume: bool = RESUME,
             force: bool = FORCE) -> None:
     """Unlearn the forget split from the vanilla model with METHOD."""
     overrides = pipeline.parse_overrides(set_)

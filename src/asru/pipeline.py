@@ -17,13 +17,33 @@ def finished(out: Path, command: str, config: dict[str, Any]) -> bool:
     return m.get("status") == "done" and m.get("command") == command and m.get("config") == json.loads(json.dumps(config, default=str))
 
 
+def check_resumable(out: Path, command: str, config: dict[str, Any]) -> None:
+    """`--resume` needs a run of the same command and configuration in `out` that left a checkpoint (or, for
+    ASRU/RULE, a finished stage); anything else is refused before a byte is written."""
+    from asru.trainer import has_checkpoint
+
+    previous = read_manifest(out)
+    if not previous:
+        raise UserError(f"--resume: {out} holds no run to resume (no manifest.json); run without --resume")
+    if previous.get("command") != command or previous.get("config") != json.loads(json.dumps(config, default=str)):
+        raise UserError(f"--resume: {out} holds a run of another method or configuration ({previous.get('command')}); "
+                        "resume only the same command, or choose another --out")
+    if not has_checkpoint(out) and not any(out.glob("stage*.json")):
+        raise UserError(f"--resume: {out} has no checkpoint to continue from (killed before the first save); "
+                        "run again without --resume, with --force")
+
+
 def run_stage(out: str | Path, command: str, config: dict[str, Any], work: Callable[[Path, Manifest], dict],
-              force: bool = False, reuse: bool = False, seed: int | None = None) -> tuple[Path, bool]:
-    """Run `work(out, manifest)` into a fresh `out`; with `reuse`, skip when an identical finished run is there."""
+              force: bool = False, reuse: bool = False, seed: int | None = None, resume: bool = False) -> tuple[Path, bool]:
+    """Run `work(out, manifest)` into a fresh `out`; with `reuse`, skip when an identical finished run is there;
+    with `resume`, continue the same run's last checkpoint in `out`."""
     out = Path(out)
     if reuse and finished(out, command, config):
         return out, False
-    out = fresh_output_dir(out, force=force)
+    if resume:
+        check_resumable(out, command, config)
+    else:
+        out = fresh_output_dir(out, force=force)
     manifest = Manifest(command=command, config=config, seed=seed)
     manifest.extra["status"] = "running"
     manifest.write(out)
@@ -49,22 +69,24 @@ def require_world(data: str | Path) -> Path:
     return data
 
 
-def base_stage(world, out, preset: str = "tiny", force=False, reuse=False):
+def base_stage(world, out, preset: str = "tiny", force=False, reuse=False, resume=False):
     from asru.models.vanilla import BaseConfig, build_base
 
     world = require_world(world)
     cfg = section(load_preset(preset), "base", BaseConfig)
     config = {"preset": preset, "world": str(world.resolve()), "base": to_dict(cfg)}
-    return run_stage(out, "base", config, lambda o, m: build_base(world, o, cfg), force, reuse, cfg.train.seed)
+    return run_stage(out, "base", config, lambda o, m: build_base(world, o, cfg, resume=resume), force, reuse,
+                     cfg.train.seed, resume=resume)
 
 
-def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=False):
+def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=False, resume=False):
     from asru.models.vanilla import VanillaConfig, build_vanilla
 
     world = require_world(world)
     cfg = section(load_preset(preset), "vanilla", VanillaConfig)
     config = {"preset": preset, "world": str(world.resolve()), "base": str(Path(base).resolve()), "vanilla": to_dict(cfg)}
-    return run_stage(out, "vanilla", config, lambda o, m: build_vanilla(base, world, o, cfg), force, reuse, cfg.train.seed)
+    return run_stage(out, "vanilla", config, lambda o, m: build_vanilla(base, world, o, cfg, resume=resume), force, reuse,
+                     cfg.train.seed, resume=resume)
 
 
 def check_results_path(out: Path, force: bool) -> None:
@@ -266,11 +288,7 @@ def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forge
                          base_dir=Path(base) if base else None, seed=seed, resume=resume)
     ctx.retain_items  # noqa: B018 - validate the data (non-empty forget, disjoint people) before writing anything
     if resume:
-        previous = read_manifest(out)
-        if previous and previous.get("config") != json.loads(json.dumps(config, default=str)):
-            raise UserError(f"{out} holds a run with a different configuration; resume only the same command, "
-                            "or choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
+        check_resumable(out, f"unlearn {method_name}", config)
     else:
         out = fresh_output_dir(out, force=force)
     manifest = Manifest(command=f"unlearn {method_name}", config=config, seed=seed)

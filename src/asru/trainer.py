@@ -15,6 +15,7 @@ fixes on top, so that results do not depend on the engine:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -25,12 +26,12 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from asru.errors import UserError
 from asru.progress import progress_bar
 
 CHECKPOINTS = "checkpoints"
+TRAINER_STATE = "trainer_state.json"
 
 
 class TrainingDiverged(UserError):
@@ -187,7 +188,7 @@ class AsruTrainer(Trainer):
         return loss
 
     def _kept(self) -> str:
-        last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+        last = last_checkpoint(self.args.output_dir)
         return f"last good checkpoint kept at {last}" if last else "nothing was saved"
 
     def fit(self, resume: bool = False) -> list[dict]:
@@ -202,15 +203,39 @@ class AsruTrainer(Trainer):
         return self.history
 
 
+def last_checkpoint(ckpt_dir: str | Path) -> str | None:
+    """The highest-numbered *complete* checkpoint under `ckpt_dir`: the Trainer writes trainer_state.json last, so a
+    run killed while saving leaves a checkpoint without a readable one, which is skipped."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return None
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and _complete(p)]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+def _complete(checkpoint: Path) -> bool:
+    """trainer_state.json is there and whole (a kill can land in the middle of writing it)."""
+    try:
+        json.loads((checkpoint / TRAINER_STATE).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether any training under `run_dir` (a method's run, its stages) left a complete checkpoint."""
+    return any(last_checkpoint(d) for d in Path(run_dir).rglob(CHECKPOINTS) if d.is_dir())
+
+
 def checkpoint_to_resume(ckpt_dir: Path, resume: bool) -> str | None:
-    """The last checkpoint when resuming; a fresh run clears checkpoints of an earlier run in the same place.
+    """The last complete checkpoint when resuming; a fresh run clears checkpoints of an earlier run in the same place.
 
     Why clear: a later resume would otherwise pick a higher-numbered checkpoint from the earlier run.
     """
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    last = last_checkpoint(ckpt_dir)
     if resume:
         return last
-    if last is not None and int(os.environ.get("RANK", "0")) == 0:
+    if ckpt_dir.is_dir() and int(os.environ.get("RANK", "0")) == 0:
         shutil.rmtree(ckpt_dir)
     return None
 

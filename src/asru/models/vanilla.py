@@ -51,7 +51,7 @@ def world_texts(data_dir: Path) -> list[str]:
     return texts
 
 
-def build_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseConfig) -> dict:
+def build_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseConfig, resume: bool = False) -> dict:
     """Build tokenizer + processor + random tiny Qwen3-VL, pretrain it on the base corpus, save it."""
     data_dir = Path(data_dir)
     tokenizer = build_tokenizer(world_texts(data_dir), cfg.vocab_size)
@@ -59,7 +59,7 @@ def build_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseConfig) -> di
     model = build_tiny_model(tokenizer, cfg.model, seed=cfg.train.seed)
     examples = corpus.base_examples(data_dir, seed=cfg.train.seed)
     encoded = encode_examples(processor, examples, label="encoding base corpus")
-    stats = sft(model, processor, encoded, cfg.train, label="pretraining base", out_dir=out_dir)
+    stats = sft(model, processor, encoded, cfg.train, label="pretraining base", out_dir=out_dir, resume=resume)
     save_tiny(model, processor, out_dir)
     return {"examples": len(examples), "parameters": sum(p.numel() for p in model.parameters()), **stats}
 

@@ -23,13 +23,12 @@ import torch
 from datasets import Dataset, Features, Image, List, Value
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 
 from asru.data.schema import QAItem
 from asru.errors import UserError
 from asru.models.chat import to_pil, user_message
-from asru.trainer import CHECKPOINTS, RichProgress, checkpoint_to_resume
+from asru.trainer import CHECKPOINTS, RichProgress, checkpoint_to_resume, last_checkpoint
 from asru.refusal import is_refusal
 from asru.rl.rewards import message_text
 
@@ -239,7 +238,7 @@ class NaNGuard(TrainerCallback):
         for key in ("loss", "grad_norm"):
             value = (logs or {}).get(key)
             if isinstance(value, (int, float)) and not math.isfinite(value):
-                last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+                last = last_checkpoint(args.output_dir)
                 kept = f"last good checkpoint kept at {last}" if last else "no checkpoint was saved yet"
                 raise UserError(
                     f"GRPO {key} became {value} at step {state.global_step}; training stopped ({kept}); "
