@@ -140,6 +140,8 @@ class AsruTrainer(Trainer):
         if not batches:
             raise UserError(f"{label}: nothing to train on (no batches)")
         self.progress = RichProgress(label, progress_fields)
+        if args.n_gpu > 1:  # no torch DataParallel in one process (hooks find the model's layers): launch one per GPU
+            args._n_gpu = 1
         super().__init__(model=model, args=args, data_collator=collate, train_dataset=dataset,
                          callbacks=[self.progress, *callbacks])
         for noisy in (PrinterCallback, ProgressCallback):
