@@ -8,13 +8,21 @@ from typing import Any, Callable
 
 from asru.config import load_preset, section, to_dict
 from asru.errors import UserError, fresh_output_dir
-from asru.manifest import Manifest, read_manifest
+from asru.manifest import Manifest, is_main_process, read_manifest
 
 
 def finished(out: Path, command: str, config: dict[str, Any]) -> bool:
     """A stage is reusable when its manifest says it finished the same command with the same config."""
     m = read_manifest(out)
     return m.get("status") == "done" and m.get("command") == command and m.get("config") == json.loads(json.dumps(config, default=str))
+
+
+def _fresh(out: Path, force: bool) -> Path:
+    """`fresh_output_dir` on the main process; the other processes of a multi-process run only need it to exist."""
+    if is_main_process():
+        return fresh_output_dir(out, force=force)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def check_resumable(out: Path, command: str, config: dict[str, Any]) -> None:
@@ -43,7 +51,7 @@ def run_stage(out: str | Path, command: str, config: dict[str, Any], work: Calla
     if resume:
         check_resumable(out, command, config)
     else:
-        out = fresh_output_dir(out, force=force)
+        out = _fresh(out, force)
     manifest = Manifest(command=command, config=config, seed=seed)
     manifest.extra["status"] = "running"
     manifest.write(out)
@@ -290,7 +298,7 @@ def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forge
     if resume:
         check_resumable(out, f"unlearn {method_name}", config)
     else:
-        out = fresh_output_dir(out, force=force)
+        out = _fresh(out, force)
     manifest = Manifest(command=f"unlearn {method_name}", config=config, seed=seed)
     manifest.extra["status"] = "running"
     manifest.write(out)

@@ -114,16 +114,17 @@ def training_args(out_dir: str | Path, *, steps: int, lr: float, seed: int, grad
             seed=seed, data_seed=seed, logging_steps=1, logging_nan_inf_filter=False, report_to="none",
             disable_tqdm=True, save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
             save_total_limit=2, remove_unused_columns=False, dataloader_num_workers=0,
-            accelerator_config={"split_batches": split_batches}, ddp_backend=_ddp_backend(), **extra)
+            accelerator_config={"split_batches": split_batches}, **_cpu_processes(), **extra)
     except ValueError as err:
         raise UserError(f"invalid training settings: {str(err).splitlines()[0]}") from err
 
 
-def _ddp_backend() -> str | None:
-    """gloo for several processes without CUDA (torchrun on CPU); the library's choice otherwise."""
+def _cpu_processes() -> dict:
+    """Several processes without CUDA (torchrun on CPU): gloo, and `use_cpu` so accelerate runs them as one DDP
+    job (without it each process would train alone)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        return "gloo"
-    return None
+        return {"ddp_backend": "gloo", "use_cpu": True}
+    return {}
 
 
 class AsruTrainer(Trainer):
@@ -183,11 +184,28 @@ class AsruTrainer(Trainer):
         self.history.append({"loss": loss.item(), **{k: float(v) for k, v in parts.items()}})
         return (loss, None) if return_outputs else loss
 
+    #: True for losses that run more than one forward pass per step (forget and retain): DDP's reducer accepts one,
+    #: so these run on the unwrapped model and their gradients are averaged over processes here (`_average_grads`).
+    several_forwards: bool = False
+
     def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        manual = self.several_forwards and self.args.world_size > 1
+        loss = super().training_step(self.model if manual else model, inputs, num_items_in_batch)
+        if manual:
+            self._average_grads()
         if self.on_backward is not None:  # after backward, before clipping and the optimizer step
             self.on_backward(self.model)
         return loss
+
+    def _average_grads(self) -> None:
+        import torch.distributed as dist
+
+        for param in self.model.parameters():
+            if param.requires_grad:
+                if param.grad is None:  # unused this step on this process (e.g. no image): still take part
+                    param.grad = torch.zeros_like(param)
+                dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+                param.grad /= self.args.world_size
 
     def _kept(self) -> str:
         last = last_checkpoint(self.args.output_dir)

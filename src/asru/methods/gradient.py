@@ -231,6 +231,8 @@ def split_collate(items: list[tuple[str, dict]], collate_fn) -> dict[str, Batch 
 class UnlearnTrainer(AsruTrainer):
     """The forget/retain pairing every gradient method shares: loss = gamma * forget_loss + alpha * retain_loss."""
 
+    several_forwards = True
+
     def __init__(self, *args, method: "GradientMethod", ref: "Reference | None", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.method, self.ref = method, ref
