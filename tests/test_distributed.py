@@ -1,4 +1,4 @@
-"""Two processes (torchrun, gloo on CPU) run the vanilla fine-tune, GA-Diff and NPO like one process does: the same
+"""Two processes (`accelerate launch` with configs/accelerate/cpu.yaml, and torchrun; gloo on CPU) run the vanilla fine-tune, GA-Diff and NPO like one process does: the same
 optimizer steps, weights close to the one-process run's, and a saved model that loads and generates.
 
 Why "close", not equal: each process takes half of every batch (accelerate `split_batches`) and DDP averages the
@@ -26,6 +26,16 @@ from asru.pipeline import unlearn_stage, vanilla_stage
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ASRU_PROGRESS": "0"}
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+CPU_CONFIG = Path(__file__).parents[1] / "src" / "asru" / "configs" / "accelerate" / "cpu.yaml"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +54,12 @@ def setup(tmp_path_factory):
     return model_dir, str(preset), data
 
 
-def _two_processes(*args: str) -> None:
-    cmd = [TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "asru.cli", *args]  # standalone: a free port
+def _two_processes(*args: str, launcher: str = "torchrun") -> None:
+    if launcher == "torchrun":
+        cmd = [TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "asru.cli", *args]  # standalone: a free port
+    else:  # the shipped accelerate config for CPU processes
+        cmd = [ACCELERATE, "launch", "--config_file", str(CPU_CONFIG), "--num_processes", "2", "--main_process_port",
+               str(_free_port()), "-m", "asru.cli", *args]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -69,7 +83,7 @@ def test_two_processes_fine_tune_like_one(setup, tmp_path):
     model_dir, preset, data = setup
     one, _ = vanilla_stage(model_dir, data, tmp_path / "one", preset)
     _two_processes("vanilla", "--base", str(model_dir), "--world", str(data), "--out", str(tmp_path / "two"),
-                   "--preset", preset)
+                   "--preset", preset, launcher="accelerate")
     _compare(one, tmp_path / "two", model_dir, one, tmp_path / "two", tolerance=1e-4)  # per-example means: ~exact
 
 
