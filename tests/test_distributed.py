@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from asru.models.load import load_model
@@ -94,3 +95,41 @@ def test_two_processes_unlearn_like_one(method, tolerance, setup, tmp_path):
     _two_processes("unlearn", method, "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "two"),
                    "--preset", preset)
     _compare(one / "model", tmp_path / "two" / "model", model_dir, one, tmp_path / "two", tolerance)
+
+
+@pytest.mark.parametrize("name", ["ddp", "zero2", "zero3", "fsdp", "cpu"])
+def test_shipped_accelerate_configs_load_and_build_their_plugins(name):
+    """accelerate reads each shipped config; DeepSpeed and FSDP ones build their plugin objects (the deepspeed
+    package itself is not needed for that)."""
+    from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
+
+    from asru.config import accelerate_config
+
+    cfg = accelerate_config(name)
+    if cfg.distributed_type == DistributedType.DEEPSPEED:
+        options = {k: v for k, v in cfg.deepspeed_config.items() if k != "deepspeed_multinode_launcher"}
+        plugin = DeepSpeedPlugin(**options)
+        assert plugin.zero_stage == int(name[-1]) and plugin.deepspeed_config["zero_optimization"]["stage"] == int(name[-1])
+    elif cfg.distributed_type == DistributedType.FSDP:
+        renamed = {"offload_params": "cpu_offload"}  # the config key -> the plugin's argument (as `accelerate launch` maps it)
+        options = {renamed.get(k.removeprefix("fsdp_"), k.removeprefix("fsdp_")): v for k, v in cfg.fsdp_config.items()}
+        assert options["sync_module_states"] and options["cpu_ram_efficient_loading"]
+        if not torch.cuda.is_available():  # both ask the plugin for the current GPU while it is built
+            options.update(sync_module_states=False, cpu_ram_efficient_loading=False)
+        plugin = FullyShardedDataParallelPlugin(**options)
+        assert "FULL_SHARD" in str(plugin.sharding_strategy) and plugin.use_orig_params
+    else:
+        assert cfg.num_processes >= 1 and cfg.use_cpu == (name == "cpu")
+
+
+def test_a_missing_or_broken_accelerate_config_is_one_line(tmp_path):
+    from asru.config import accelerate_config
+    from asru.errors import UserError
+
+    with pytest.raises(UserError, match="does not exist; use one of cpu, ddp, fsdp, zero2, zero3"):
+        accelerate_config("zero9")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("distributed_type: [MULTI_GPU\n")
+    with pytest.raises(UserError, match="does not parse") as err:
+        accelerate_config(str(broken))
+    assert "\n" not in str(err.value)

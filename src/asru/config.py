@@ -65,3 +65,23 @@ def section(preset: dict[str, Any], name: str, cls: type[T], overrides: dict[str
 
 def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+ACCELERATE_DIR = PRESET_DIR / "accelerate"
+
+
+def accelerate_config(name_or_path: str):
+    """An accelerate launch config (`ddp`, `zero2`, `zero3`, `fsdp`, `cpu` or a YAML path) as accelerate reads it
+    (`ClusterConfig`); a missing or unparsable file is one line."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = ACCELERATE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in ACCELERATE_DIR.glob("*.yaml")))
+        raise UserError(f"accelerate config {path} does not exist; use one of {known} or a YAML file")
+    try:
+        return load_config_from_file(str(path))
+    except (yaml.YAMLError, TypeError, ValueError, KeyError) as err:
+        raise UserError(f"accelerate config {path} does not parse: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
