@@ -117,3 +117,15 @@ def test_eval_of_a_run_keeps_its_manifest(asru_run, micro_world):
     assert json.loads((asru_run / "eval.manifest.json").read_text())["command"] == "eval"
     assert results["meta"]["judge"]["perplexity_reference"]  # the vanilla model the run started from
     assert "quality" in results["forget"]
+
+
+@pytest.mark.parametrize("key, value", [("layer", 2), ("probe", {}), ("redirect", {}), ("contextual_bonus", 0.5),
+                                        ("redirect_retain_ratio", 2)])
+def test_rule_config_rejects_asru_only_options(key, value):
+    from asru.config import from_dict
+    from asru.methods.rule import RULEConfig
+
+    with pytest.raises(UserError, match=f"unknown option\\(s\\) {key}"):
+        from_dict(RULEConfig, {key: value}, where="rule")
+    with pytest.raises(UserError, match="reward_kind"):
+        RULEConfig(reward_kind="other")

@@ -88,10 +88,14 @@ def test_boundary_dataset_rejects_mismatched_flags():
 
 def test_batch_must_hold_whole_groups():
     with pytest.raises(UserError, match="multiple of num_generations"):
-        check_settings(GRPOSettings(num_generations=8, per_device_train_batch_size=12))
-    check_settings(GRPOSettings(num_generations=8, per_device_train_batch_size=4), world_size=2)
+        GRPOSettings(num_generations=8, per_device_train_batch_size=12)  # checked when the settings are built
+    settings = GRPOSettings(num_generations=8, per_device_train_batch_size=8)
+    settings.per_device_train_batch_size = 4  # 4 completions x 2 processes = one group of 8
+    check_settings(settings, world_size=2)
+    with pytest.raises(UserError, match="multiple of num_generations"):
+        check_settings(settings, world_size=1)
     with pytest.raises(UserError, match="num_generations must be >= 2"):
-        check_settings(GRPOSettings(num_generations=1, per_device_train_batch_size=4))
+        GRPOSettings(num_generations=1, per_device_train_batch_size=4)
 
 
 def test_run_grpo_checks_the_batch_before_loading(tmp_path):

@@ -35,6 +35,9 @@ def _data_dir(data: Optional[Path], world: Optional[Path]) -> Path:
     return data if data is not None else world
 
 
+RESUME = typer.Option(False, "--resume", help="continue a killed run from its last checkpoint in --out")
+
+
 def _done(what: str, out: Path, fresh: bool) -> None:
     console.print(f"[green]{what}[/green] {'written to' if fresh else 'reused from'} [bold]{out}[/bold]")
 
@@ -51,18 +54,18 @@ def world(out: Path = typer.Option(..., "--out", help="directory to write the wo
 @app.command()
 def base(data: Optional[Path] = typer.Option(None, "--data", help="world directory from `asru world`"),
          out: Path = typer.Option(..., "--out"), preset: str = PRESET, force: bool = FORCE,
-         world: Optional[Path] = OLD_WORLD) -> None:
+         world: Optional[Path] = OLD_WORLD, resume: bool = RESUME) -> None:
     """Build the tiny Qwen3-VL (tokenizer, processor, model) and pretrain it on the world's base corpus."""
-    path, fresh = pipeline.base_stage(_data_dir(data, world), out, preset, force=force)
+    path, fresh = pipeline.base_stage(_data_dir(data, world), out, preset, force=force, resume=resume)
     _done("base model", path, fresh)
 
 
 @app.command()
 def vanilla(base: Path = typer.Option(..., "--base", help="base model directory"),
             data: Optional[Path] = typer.Option(None, "--data", help=DATA_HELP), out: Path = typer.Option(..., "--out"),
-            preset: str = PRESET, force: bool = FORCE, world: Optional[Path] = OLD_WORLD) -> None:
+            preset: str = PRESET, force: bool = FORCE, world: Optional[Path] = OLD_WORLD, resume: bool = RESUME) -> None:
     """Fine-tune the base model on every fictitious profile (the model unlearning starts from)."""
-    path, fresh = pipeline.vanilla_stage(base, _data_dir(data, world), out, preset, force=force)
+    path, fresh = pipeline.vanilla_stage(base, _data_dir(data, world), out, preset, force=force, resume=resume)
     _done("vanilla model", path, fresh)
 
 
@@ -70,9 +73,10 @@ def vanilla(base: Path = typer.Option(..., "--base", help="base model directory"
 def oracle(base: Path = typer.Option(..., "--base", help="base model directory (the vanilla model's base)"),
            data: Path = typer.Option(..., "--data", help="benchmark directory"),
            forget_split: str = typer.Option("forget_10", "--forget-split", help="the people the oracle never sees"),
-           out: Path = typer.Option(..., "--out"), preset: str = PRESET, force: bool = FORCE) -> None:
+           out: Path = typer.Option(..., "--out"), preset: str = PRESET, force: bool = FORCE,
+           resume: bool = RESUME) -> None:
     """Fine-tune the base with the vanilla recipe on everyone except the forget split: the retain-only oracle."""
-    path, fresh = pipeline.oracle_stage(base, data, out, forget_split, preset, force=force)
+    path, fresh = pipeline.oracle_stage(base, data, out, forget_split, preset, force=force, resume=resume)
     _done("retain-only oracle", path, fresh)
 
 
@@ -105,7 +109,7 @@ def unlearn(method: str = typer.Argument(..., help="method name (see `asru metho
             base: Optional[Path] = typer.Option(None, "--base", help="base model (ASRU's refusal side)"),
             preset: str = PRESET, stage: Optional[int] = typer.Option(None, "--stage", help="ASRU: run only stage 1 or 2"),
             set_: Optional[list[str]] = typer.Option(None, "--set", help="method option override key=value (repeatable)"),
-            seed: int = typer.Option(0, "--seed"), resume: bool = typer.Option(False, "--resume", help="continue a killed run"),
+            seed: int = typer.Option(0, "--seed"), resume: bool = RESUME,
             retain_fraction: float = typer.Option(1.0, "--retain-fraction",
                                                   help="share (0, 1] of the retain people the method may use (seeded)"),
             force: bool = FORCE) -> None:

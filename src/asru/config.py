@@ -41,7 +41,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise UserError(f"{where}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(fields)}")
+        valid = ", ".join(fields) if len(fields) <= 40 else f"the fields of {cls.__name__} (see its documentation)"
+        raise UserError(f"{where}: unknown option(s) {', '.join(unknown)}; valid options: {valid}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, value in data.items():
@@ -82,3 +83,23 @@ def apply_threads(preset: dict[str, Any]) -> int:
 
 def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+ACCELERATE_DIR = PRESET_DIR / "accelerate"
+
+
+def accelerate_config(name_or_path: str):
+    """An accelerate launch config (`ddp`, `zero2`, `zero3`, `fsdp`, `cpu` or a YAML path) as accelerate reads it
+    (`ClusterConfig`); a missing or unparsable file is one line."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = ACCELERATE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in ACCELERATE_DIR.glob("*.yaml")))
+        raise UserError(f"accelerate config {path} does not exist; use one of {known} or a YAML file")
+    try:
+        return load_config_from_file(str(path))
+    except (yaml.YAMLError, TypeError, ValueError, KeyError) as err:
+        raise UserError(f"accelerate config {path} does not parse: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -16,6 +17,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 MANIFEST = "manifest.json"
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch run (or the only process): the one that writes files."""
+    return int(os.environ.get("RANK", "0")) == 0
 _PACKAGES = ("asru", "torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
 
 
@@ -81,6 +87,8 @@ class Manifest:
 
     def write(self, out_dir: str | Path, name: str = MANIFEST) -> Path:
         path = Path(out_dir) / name
+        if not is_main_process():
+            return path
         record = {
             "command": self.command,
             "argv": sys.argv,

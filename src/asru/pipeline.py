@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from asru.config import apply_threads, load_preset, section, to_dict
 from asru.errors import UserError, fresh_output_dir
-from asru.manifest import Manifest, read_manifest
+from asru.manifest import Manifest, is_main_process, read_manifest
 
 
 def finished(out: Path, command: str, config: dict[str, Any]) -> bool:
@@ -18,13 +18,41 @@ def finished(out: Path, command: str, config: dict[str, Any]) -> bool:
     return m.get("status") == "done" and m.get("command") == command and m.get("config") == json.loads(json.dumps(config, default=str))
 
 
+def _fresh(out: Path, force: bool) -> Path:
+    """`fresh_output_dir` on the main process; the other processes of a multi-process run only need it to exist."""
+    if is_main_process():
+        return fresh_output_dir(out, force=force)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def check_resumable(out: Path, command: str, config: dict[str, Any]) -> None:
+    """`--resume` needs a run of the same command and configuration in `out` that left a checkpoint (or, for
+    ASRU/RULE, a finished stage); anything else is refused before a byte is written."""
+    from asru.trainer import has_checkpoint
+
+    previous = read_manifest(out)
+    if not previous:
+        raise UserError(f"--resume: {out} holds no run to resume (no manifest.json); run without --resume")
+    if previous.get("command") != command or previous.get("config") != json.loads(json.dumps(config, default=str)):
+        raise UserError(f"--resume: {out} holds a run of another method or configuration ({previous.get('command')}); "
+                        "resume only the same command, or choose another --out")
+    if not has_checkpoint(out) and not any(out.glob("stage*.json")):
+        raise UserError(f"--resume: {out} has no checkpoint to continue from (killed before the first save); "
+                        "run again without --resume, with --force")
+
+
 def run_stage(out: str | Path, command: str, config: dict[str, Any], work: Callable[[Path, Manifest], dict],
-              force: bool = False, reuse: bool = False, seed: int | None = None) -> tuple[Path, bool]:
-    """Run `work(out, manifest)` into a fresh `out`; with `reuse`, skip when an identical finished run is there."""
+              force: bool = False, reuse: bool = False, seed: int | None = None, resume: bool = False) -> tuple[Path, bool]:
+    """Run `work(out, manifest)` into a fresh `out`; with `reuse`, skip when an identical finished run is there;
+    with `resume`, continue the same run's last checkpoint in `out`."""
     out = Path(out)
     if reuse and finished(out, command, config):
         return out, False
-    out = fresh_output_dir(out, force=force)
+    if resume:
+        check_resumable(out, command, config)
+    else:
+        out = _fresh(out, force)
     manifest = Manifest(command=command, config=config, seed=seed)
     manifest.extra["status"] = "running"
     manifest.write(out)
@@ -50,17 +78,18 @@ def require_world(data: str | Path) -> Path:
     return data
 
 
-def base_stage(world, out, preset: str = "tiny", force=False, reuse=False):
+def base_stage(world, out, preset: str = "tiny", force=False, reuse=False, resume=False):
     from asru.models.vanilla import BaseConfig, build_base
 
     world = require_world(world)
     settings = load_preset(preset)
     cfg = section(settings, "base", BaseConfig)
     config = {"preset": preset, "world": str(world.resolve()), "threads": apply_threads(settings), "base": to_dict(cfg)}
-    return run_stage(out, "base", config, lambda o, m: build_base(world, o, cfg), force, reuse, cfg.train.seed)
+    return run_stage(out, "base", config, lambda o, m: build_base(world, o, cfg, resume=resume), force, reuse,
+                     cfg.train.seed, resume=resume)
 
 
-def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=False):
+def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=False, resume=False):
     from asru.models.vanilla import VanillaConfig, build_vanilla
 
     world = require_world(world)
@@ -68,10 +97,12 @@ def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=Fal
     cfg = section(settings, "vanilla", VanillaConfig)
     config = {"preset": preset, "world": str(world.resolve()), "base": str(Path(base).resolve()),
               "threads": apply_threads(settings), "vanilla": to_dict(cfg)}
-    return run_stage(out, "vanilla", config, lambda o, m: build_vanilla(base, world, o, cfg), force, reuse, cfg.train.seed)
+    return run_stage(out, "vanilla", config, lambda o, m: build_vanilla(base, world, o, cfg, resume=resume), force, reuse,
+                     cfg.train.seed, resume=resume)
 
 
-def oracle_stage(base, world, out, forget_split: str = "forget_10", preset: str = "tiny", force=False, reuse=False):
+def oracle_stage(base, world, out, forget_split: str = "forget_10", preset: str = "tiny", force=False, reuse=False,
+                 resume=False):
     """The retain-only oracle: the base fine-tuned with the vanilla recipe on everyone but `forget_split`'s people,
     the "never saw them" reference every forgetting figure is compared with."""
     from asru.data.mllmu import retain_split_for
@@ -83,8 +114,9 @@ def oracle_stage(base, world, out, forget_split: str = "forget_10", preset: str 
     cfg = section(settings, "vanilla", VanillaConfig)
     config = {"preset": preset, "world": str(world.resolve()), "base": str(Path(base).resolve()),
               "threads": apply_threads(settings), "vanilla": to_dict(cfg), "without": forget_split}
-    return run_stage(out, "oracle", config, lambda o, m: build_vanilla(base, world, o, cfg, without=forget_split),
-                     force, reuse, cfg.train.seed)
+    return run_stage(out, "oracle", config,
+                     lambda o, m: build_vanilla(base, world, o, cfg, without=forget_split, resume=resume),
+                     force, reuse, cfg.train.seed, resume=resume)
 
 
 def check_oracle(oracle, vanilla, forget_split: str | None = None) -> str:
@@ -406,13 +438,9 @@ def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forge
                          base_dir=Path(base) if base else None, seed=seed, resume=resume, retain_fraction=fraction)
     ctx.retain_items  # noqa: B018 - validate the data (non-empty forget, disjoint people, budget) before writing
     if resume:
-        previous = read_manifest(out)
-        if previous and previous.get("config") != json.loads(json.dumps(config, default=str)):
-            raise UserError(f"{out} holds a run with a different configuration; resume only the same command, "
-                            "or choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
+        check_resumable(out, f"unlearn {method_name}", config)
     else:
-        out = fresh_output_dir(out, force=force)
+        out = _fresh(out, force)
     manifest = Manifest(command=f"unlearn {method_name}", config=config, seed=seed)
     manifest.extra["retain_budget"] = {**ctx.retain_budget.record(), "used": cls.uses_retain}
     manifest.extra["status"] = "running"

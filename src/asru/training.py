@@ -1,4 +1,4 @@
-"""Supervised fine-tuning on (prompt, image, answer) examples: the loop behind `asru base` and `asru vanilla`.
+"""Supervised fine-tuning on (prompt, image, answer) examples: the Trainer behind `asru base` and `asru vanilla`.
 
 Examples are encoded once, then batched by padding; the loss
 covers only the answer tokens and the closing <|im_end|>, so the model learns what to say and when to stop.
@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from itertools import islice
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -17,6 +21,9 @@ from asru.models.batch import IGNORE_INDEX as IGNORE
 from asru.models.batch import encode_example, pad_features
 from asru.models.batch import pad_token_id as _pad_token_id
 from asru.progress import progress_bar
+from asru.trainer import AsruTrainer, TrainingDiverged, remove_checkpoints, training_args
+
+__all__ = ["TrainConfig", "TrainingDiverged", "sft", "encode_examples", "batches", "batch_indices"]
 
 
 @dataclass
@@ -30,17 +37,17 @@ class TrainConfig:
     seed: int = 0
     loss: str = "example_mean"  # "example_mean": every example weighs the same; "token_mean": every answer token does
     group_by_length: bool = False  # similar lengths per batch: less padding, but one format per batch (docs/world.md)
+    save_steps: int = 500  # a Trainer checkpoint every N steps (what --resume continues from); 0: none
+    epochs: float | None = None  # set: train this many passes over the examples instead of `steps` (real presets)
 
     def __post_init__(self) -> None:
         if self.loss not in ("example_mean", "token_mean"):
             raise UserError(f"train.loss must be example_mean or token_mean, got '{self.loss}'")
+        if self.epochs is not None and self.epochs <= 0:
+            raise UserError(f"train.epochs must be > 0 (or null to use steps), got {self.epochs}")
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN/inf; the caller keeps the last good checkpoint."""
 
 
 def encode_examples(processor, examples: Sequence[tuple[str, bytes | None, str]], label: str = "encoding") -> list[dict]:
@@ -112,8 +119,8 @@ def _schedule(step: int, cfg: TrainConfig) -> float:
 GROUP_POOL = 64  # batches drawn, sorted by length and re-cut together when grouping by length
 
 
-def batches(encoded: list[dict], batch_size: int, seed: int, group_by_length: bool = False):
-    """Endless shuffled batches (a new permutation each epoch).
+def batch_indices(lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool = False):
+    """Endless shuffled index batches over `len(lengths)` examples (a new permutation each epoch).
 
     With `group_by_length`, GROUP_POOL batches' worth of examples are sorted by length, cut into batches and
     the batches shuffled (as `transformers`' length-grouped sampler does): padding is what a CPU step spends
@@ -126,44 +133,67 @@ def batches(encoded: list[dict], batch_size: int, seed: int, group_by_length: bo
         if not queue:
             span = batch_size * (GROUP_POOL if group_by_length else 1)
             while len(order) < span:
-                fresh = list(range(len(encoded)))
+                fresh = list(range(len(lengths)))
                 rng.shuffle(fresh)
                 order += fresh
             pool, order = order[:span], order[span:]
             if group_by_length:
-                pool.sort(key=lambda i: len(encoded[i]["input_ids"]))
+                pool.sort(key=lambda i: lengths[i])
             queue = [pool[i:i + batch_size] for i in range(0, span, batch_size)]
             if group_by_length:
                 rng.shuffle(queue)
-        yield [encoded[i] for i in queue.pop()]
+        yield queue.pop()
 
 
-def sft(model, processor, encoded: list[dict], cfg: TrainConfig, label: str = "training") -> dict:
-    """Train `model` in place for cfg.steps steps; returns loss statistics for the manifest."""
+def first_batches(lengths: Sequence[int], batch_size: int, seed: int, steps: int, group_by_length: bool = False) -> list[list[int]]:
+    """The first `steps` batches of `batch_indices`: the data order of one run, fixed before it starts."""
+    return list(islice(batch_indices(lengths, batch_size, seed, group_by_length), steps))
+
+
+def batches(encoded: list[dict], batch_size: int, seed: int, group_by_length: bool = False):
+    """Endless shuffled batches of encoded examples (`batch_indices` resolved)."""
+    for idx in batch_indices([len(e["input_ids"]) for e in encoded], batch_size, seed, group_by_length):
+        yield [encoded[i] for i in idx]
+
+
+class SFTTrainer(AsruTrainer):
+    """Answer-token cross-entropy (`_loss`) on right-padded batches."""
+
+    def __init__(self, *args, loss_kind: str = "example_mean", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_kind = loss_kind
+
+    def training_loss(self, model, inputs):
+        return _loss(model, inputs, self.loss_kind)
+
+
+def sft(model, processor, encoded: list[dict], cfg: TrainConfig, label: str = "training", out_dir: str | Path | None = None,
+        resume: bool = False, callbacks=()) -> dict:
+    """Train `model` in place for cfg.steps steps through the Trainer; returns loss statistics for the manifest.
+
+    Checkpoints (every cfg.save_steps) go to out_dir/checkpoints and are removed once training has finished."""
     if not encoded:
         raise UserError(f"{label}: no training examples; check the data directory")
+    if cfg.epochs is not None:
+        cfg = replace(cfg, steps=max(1, math.ceil(cfg.epochs * len(encoded) / cfg.batch_size)))
     torch.manual_seed(cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _schedule(s, cfg))
     pad_id = _pad_token_id(processor)
-    device = next(model.parameters()).device
-    model.train()
-    losses: list[float] = []
-    stream = batches(encoded, cfg.batch_size, cfg.seed, cfg.group_by_length)
-    with progress_bar(label, total=cfg.steps) as advance:
-        for step in range(cfg.steps):
-            inputs = {k: v.to(device) for k, v in collate(next(stream), pad_id).items()}
-            loss = _loss(model, inputs, cfg.loss)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"{label}: loss became {loss.item()} at step {step}; lower the learning rate")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            advance(1, loss=f"{loss.item():.3f}")
-    model.eval()
+    plan = first_batches([len(e["input_ids"]) for e in encoded], cfg.batch_size, cfg.seed, cfg.steps, cfg.group_by_length)
+    scratch = None
+    if out_dir is None:
+        scratch = tempfile.mkdtemp(prefix="asru-sft-")
+        out_dir = scratch
+    args = training_args(out_dir, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed, grad_clip=cfg.grad_clip,
+                         weight_decay=cfg.weight_decay, save_steps=cfg.save_steps if scratch is None else 0)
+    trainer = SFTTrainer(model, args, dataset=encoded, batches=plan, collate=lambda b: collate(b, pad_id),
+                         schedule=lambda s: _schedule(s, cfg), label=label, callbacks=callbacks, loss_kind=cfg.loss)
+    try:
+        history = trainer.fit(resume=resume)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    remove_checkpoints(out_dir)
+    losses = [h["loss"] for h in history]
     tail = losses[-50:]
-    return {"steps": cfg.steps, "first_loss": losses[0], "final_loss": sum(tail) / len(tail)}
+    return {"steps": trainer.state.global_step, "first_loss": losses[0] if losses else None,
+            "final_loss": sum(tail) / len(tail) if tail else None, "resumed_from": trainer.resumed_from}

@@ -59,13 +59,19 @@ class BoundaryConfig:
 
 
 @dataclass
-class ASRUConfig:
-    layer: int | None = None  # None: the middle decoder layer (tiny preset: chosen by a sweep, see docs/asru.md)
+class BoundaryStagesConfig:
+    """What ASRU and RULE share: the stages to run and stage 2 (GRPO on the forget/retain boundary set)."""
+
     stages: list[int] = field(default_factory=lambda: [1, 2])
+    boundary: BoundaryConfig = field(default_factory=BoundaryConfig)
+    grpo: dict = field(default_factory=dict)  # GRPOSettings (TRL GRPOConfig) fields; the paper's defaults when empty
+
+
+@dataclass
+class ASRUConfig(BoundaryStagesConfig):
+    layer: int | None = None  # None: the middle decoder layer (tiny preset: chosen by a sweep, see docs/asru.md)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     redirect: RedirectConfig = field(default_factory=RedirectConfig)
-    boundary: BoundaryConfig = field(default_factory=BoundaryConfig)
-    grpo: dict = field(default_factory=dict)  # GRPOSettings fields (paper defaults when empty)
     contextual_bonus: float = 0.0  # optional reward term for contextual, non-duplicated refusals (off = paper)
     redirect_retain_ratio: int = 1  # retain prompts in stage 1, as a multiple of the forget items
 

@@ -10,8 +10,11 @@ and save a plain `save_pretrained` directory (LoRA merged) that loads without th
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -23,10 +26,10 @@ from asru.errors import UserError
 from asru.methods.base import Method, UnlearnContext
 from asru.models import batch as mbatch
 from asru.models.generate import eval_mode
-from asru.models.layers import decoder_layers
+from asru.models.lora import add_lora, language_model_linear_names  # noqa: F401 - re-exported
 from asru.models.load import load_model, save_model
-from asru.progress import progress_bar
-from asru.training import TrainingDiverged, batches, collate, encode_examples, shifted, token_nll
+from asru.trainer import AsruTrainer, ManifestProgress, remove_checkpoints, training_args
+from asru.training import collate, encode_examples, first_batches, shifted, token_nll
 from asru.training import logits_of as logits
 
 Batch = dict[str, torch.Tensor]
@@ -55,6 +58,7 @@ class GradientConfig:
     lora_dropout: float = 0.05
     grad_clip: float = 1.0
     seed: int | None = None  # None: the run's seed (UnlearnContext.seed, the CLI's --seed)
+    save_steps: int = 50  # a Trainer checkpoint every N steps (what --resume continues from); 0: none
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -165,7 +169,9 @@ class GradientMethod(Method):
         if cfg.lora:
             model = add_lora(model, cfg)
         ref = self._reference(ctx, model) if self.needs_reference else None
-        history = self._train(model, forget, retain, collate_fn, ref, steps)
+        history = self._train(model, forget, retain, collate_fn, ref, steps, out_dir=ctx.out_dir, resume=ctx.resume,
+                              callbacks=[ManifestProgress(ctx.manifest, ctx.out_dir)] if ctx.manifest else ())
+        remove_checkpoints(ctx.out_dir)
         if cfg.lora:
             model = model.merge_and_unload()
         save_model(model, processor, ctx.model_out)
@@ -179,43 +185,72 @@ class GradientMethod(Method):
         frozen.eval().requires_grad_(False)
         return Reference(frozen=frozen)
 
-    def _train(self, model, forget, retain, collate_fn, ref, steps: int) -> list[dict]:
+    def _train(self, model, forget, retain, collate_fn, ref, steps: int, out_dir: Path | None = None,
+               resume: bool = False, callbacks=()) -> list[dict]:
+        """Train through `UnlearnTrainer`: step k pairs forget batch k with retain batch k of two seeded streams."""
         cfg = self.config
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.param_groups(params), lr=cfg.lr)
+        forget_plan = first_batches([len(e["input_ids"]) for e in forget], cfg.batch_size, self.seed, steps)
+        retain_plan = (first_batches([len(e["input_ids"]) for e in retain], cfg.batch_size, self.seed + 1, steps)
+                       if retain else None)
+        dataset = [("forget", e) for e in forget] + [("retain", e) for e in retain]
+        plan = [pair_batch(f, [len(forget) + i for i in r] if retain_plan else None)
+                for f, r in zip(forget_plan, retain_plan or [None] * steps)]
         warmup = max(0, cfg.warmup_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-        device = next(model.parameters()).device
-        forget_stream = batches(forget, cfg.batch_size, self.seed)
-        retain_stream = batches(retain, cfg.batch_size, self.seed + 1) if retain else None
-        history: list[dict] = []
-        model.train()
-        with progress_bar(f"unlearning ({self.name})", total=steps) as advance:
-            for step in range(steps):
-                f_batch = to_device(collate_fn(next(forget_stream)), device)
-                forget_loss = self.forget_loss(model, f_batch, ref)
-                if retain_stream is not None:
-                    retain_loss = self.retain_loss(model, to_device(collate_fn(next(retain_stream)), device), ref)
-                else:
-                    retain_loss = torch.zeros((), device=device)
-                loss = cfg.gamma * forget_loss + cfg.alpha * retain_loss
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"{self.name}: loss became {loss.item()} at step {step}; nothing was saved, "
-                                           "lower the learning rate or the number of steps")
-                loss.backward()
-                self.before_step(model)
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                history.append({"loss": loss.item(), "forget": forget_loss.item(), "retain": retain_loss.item()})
-                advance(1, loss=f"{loss.item():.3f}")
-        model.eval()
+        scratch = out_dir is None
+        out_dir = Path(tempfile.mkdtemp(prefix="asru-unlearn-")) if scratch else out_dir
+        params = [p for p in model.parameters() if p.requires_grad]
+        args = training_args(out_dir, steps=steps, lr=cfg.lr, seed=self.seed, grad_clip=max(cfg.grad_clip, 0.0),
+                             save_steps=0 if scratch else cfg.save_steps)
+        trainer = UnlearnTrainer(model, args, dataset=dataset, batches=plan, collate=lambda b: split_collate(b, collate_fn),
+                                 schedule=lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0,
+                                 param_groups=self.param_groups(params), label=f"unlearning ({self.name})",
+                                 callbacks=callbacks, on_backward=self.before_step, method=self, ref=ref)
+        try:
+            history = trainer.fit(resume=resume)
+        finally:
+            if scratch:
+                shutil.rmtree(out_dir, ignore_errors=True)
+        self.resumed_from = trainer.resumed_from
         return history
 
 
+def pair_batch(forget: list[int], retain: list[int] | None) -> list[int]:
+    """One step's dataset indices, forget and retain interleaved: split over N processes, each gets its share of both."""
+    if retain is None:
+        return list(forget)
+    return [i for pair in zip(forget, retain) for i in pair]
+
+
+def split_collate(items: list[tuple[str, dict]], collate_fn) -> dict[str, Batch | None]:
+    """{"forget": batch, "retain": batch or None} from tagged encoded examples (order kept within each side)."""
+    forget = [e for tag, e in items if tag == "forget"]
+    retain = [e for tag, e in items if tag == "retain"]
+    return {"forget": collate_fn(forget), "retain": collate_fn(retain) if retain else None}
+
+
+class UnlearnTrainer(AsruTrainer):
+    """The forget/retain pairing every gradient method shares: loss = gamma * forget_loss + alpha * retain_loss."""
+
+    several_forwards = True
+
+    def __init__(self, *args, method: "GradientMethod", ref: "Reference | None", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.method, self.ref = method, ref
+
+    def training_loss(self, model, inputs):
+        cfg, method = self.method.config, self.method
+        forget_loss = method.forget_loss(model, inputs["forget"], self.ref)
+        if inputs["retain"] is not None:
+            retain_loss = method.retain_loss(model, inputs["retain"], self.ref)
+        else:
+            retain_loss = torch.zeros((), device=forget_loss.device)
+        loss = cfg.gamma * forget_loss + cfg.alpha * retain_loss
+        return loss, {"forget": forget_loss.item(), "retain": retain_loss.item()}
+
+
 def _summary(history: list[dict]) -> dict:
+    if not history:  # resumed from a checkpoint at the last step: nothing left to train
+        return {}
     first, last = history[0], history[-1]
     return {"loss_first": first["loss"], "loss_last": last["loss"],
             "forget_loss_first": first["forget"], "forget_loss_last": last["forget"],
@@ -233,23 +268,3 @@ def encoder(processor):
     pad_id = mbatch.pad_token_id(processor)
     return (lambda examples, label: encode_examples(processor, examples, label=label),
             lambda items: collate(items, pad_id))
-
-
-def language_model_linear_names(model) -> list[str]:
-    """Qualified names of every nn.Linear inside the text decoder blocks (LoRA's targets)."""
-    layers = decoder_layers(model)
-    prefix = next(name for name, module in model.named_modules() if module is layers)
-    return [name for name, module in model.named_modules()
-            if name.startswith(prefix + ".") and isinstance(module, torch.nn.Linear)]
-
-
-def add_lora(model, cfg: GradientConfig):
-    """Wrap `model` in PEFT LoRA on all linear layers of the language model (vision tower untouched)."""
-    from peft import LoraConfig, get_peft_model
-
-    targets = language_model_linear_names(model)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, bias="none")
-    return get_peft_model(model, lora)
-
-

@@ -13,16 +13,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from asru.config import from_dict
-from asru.methods.asru import ASRU, ASRUConfig
+from asru.errors import UserError
+from asru.methods.asru import ASRU, BoundaryStagesConfig
 from asru.methods.base import UnlearnContext
 from asru.methods.gradient import GradientConfig
 from asru.methods.idk import IdkFineTune
 
 
 @dataclass
-class RULEConfig(ASRUConfig):
+class RULEConfig(BoundaryStagesConfig):
+    """RULE's own options only: ASRU's probe, layer and redirection do not exist here (unknown options are errors)."""
+
     sft: dict = field(default_factory=dict)  # GradientConfig fields of the refusal SFT warm start
     reward_kind: str = "rule"  # "rule" (refusal boundary) or "asru" (the ASRU table)
+
+    def __post_init__(self) -> None:
+        if self.reward_kind not in ("rule", "asru"):
+            raise UserError(f"rule reward_kind must be 'rule' or 'asru', got '{self.reward_kind}'")
 
 
 class RULE(ASRU):
@@ -35,10 +42,10 @@ class RULE(ASRU):
 
     def stage1(self, ctx: UnlearnContext) -> dict:
         sft_cfg = from_dict(GradientConfig, self.config.sft, where="rule.sft")
-        sft_ctx = replace(ctx, out_dir=ctx.out_dir / "sft")
+        sft_ctx = replace(ctx, out_dir=ctx.out_dir / "sft", manifest=None)  # the run manifest stays at the run root
         return IdkFineTune(sft_cfg).unlearn(sft_ctx)
 
     def reward(self):
-        from asru.rl.rewards import refusal_reward
+        from asru.rl.rewards import asru_reward, refusal_reward
 
-        return refusal_reward if self.config.reward_kind == "rule" else super().reward()
+        return refusal_reward if self.config.reward_kind == "rule" else asru_reward

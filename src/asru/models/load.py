@@ -155,7 +155,11 @@ def _first_line(err: Exception) -> str:
 def save_model(model, processor, out: Path) -> Path:
     """Write model + processor as a plain `save_pretrained` directory, atomically (a failed save leaves the previous
     directory intact), with generation settings restored (use_cache on, left padding)."""
+    from asru.manifest import is_main_process
+
     out = Path(out)
+    if not is_main_process():  # a multi-process run: every process holds the same weights, rank 0 writes them
+        return out
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)

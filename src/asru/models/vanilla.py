@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 
 from asru.data import corpus
 from asru.data.augment import with_augmented_copies
-from asru.errors import UserError
 from asru.data.prompts import CLOZE_INSTRUCTION, GEN_INSTRUCTION, MC_INSTRUCTION
+from asru.errors import UserError
+from asru.models.lora import add_lora
 from asru.models.tiny import TinyConfig, build_processor, build_tiny_model, build_tokenizer, save_tiny
 from asru.training import TrainConfig, encode_examples, sft
 
@@ -30,12 +31,18 @@ class VanillaConfig:
     replay: float = 0.5  # base-corpus examples mixed in, as a share of the profile examples (keeps old skills)
     full_split: str = "forget_15"  # forget_15 + retain_85 = every fictitious person
     augment: int = 0  # augmented copies of every profile example with an image (data/augment.py)
+    lora: bool = False  # real models: the paper's LoRA (below) instead of a full fine-tune (the tiny presets)
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
 
     def __post_init__(self) -> None:
         if self.replay < 0:
             raise UserError(f"vanilla.replay must be >= 0 (a share of the profile examples), got {self.replay}")
         if isinstance(self.augment, bool) or not isinstance(self.augment, int) or self.augment < 0:
             raise UserError(f"vanilla.augment must be a whole number of copies >= 0, got {self.augment!r}")
+        if self.lora and self.lora_r < 1:
+            raise UserError(f"vanilla.lora_r must be >= 1, got {self.lora_r}")
 
 
 def world_texts(data_dir: Path) -> list[str]:
@@ -53,7 +60,7 @@ def world_texts(data_dir: Path) -> list[str]:
     return texts
 
 
-def build_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseConfig) -> dict:
+def build_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseConfig, resume: bool = False) -> dict:
     """Build tokenizer + processor + random tiny Qwen3-VL, pretrain it on the base corpus, save it."""
     data_dir = Path(data_dir)
     tokenizer = build_tokenizer(world_texts(data_dir), cfg.vocab_size)
@@ -61,7 +68,7 @@ def build_base(data_dir: str | Path, out_dir: str | Path, cfg: BaseConfig) -> di
     model = build_tiny_model(tokenizer, cfg.model, seed=cfg.train.seed)
     examples = corpus.base_examples(data_dir, seed=cfg.train.seed)
     encoded = encode_examples(processor, examples, label="encoding base corpus")
-    stats = sft(model, processor, encoded, cfg.train, label="pretraining base")
+    stats = sft(model, processor, encoded, cfg.train, label="pretraining base", out_dir=out_dir, resume=resume)
     save_tiny(model, processor, out_dir)
     return {"examples": len(examples), "parameters": sum(p.numel() for p in model.parameters()), **stats}
 
@@ -90,14 +97,20 @@ def vanilla_examples(data_dir: Path, cfg: VanillaConfig, without: str | None = N
 
 
 def build_vanilla(base_dir: str | Path, data_dir: str | Path, out_dir: str | Path, cfg: VanillaConfig,
-                  without: str | None = None) -> dict:
-    """Full fine-tune of the base on all fictitious profiles (+ a replay share of the base corpus); with
-    `without` (a forget split), the retain-only oracle of that split: the same recipe minus its people."""
+                  without: str | None = None, resume: bool = False) -> dict:
+    """Fine-tune the base on all fictitious profiles (+ a replay share of the base corpus where the world has one):
+    a full fine-tune, or with `lora` the paper's LoRA, merged into the saved weights. With `without` (a forget
+    split), the retain-only oracle of that split: the same recipe minus its people."""
     from asru.models.load import load_model, save_model
 
     model, processor = load_model(base_dir, for_training=True)
     examples = vanilla_examples(Path(data_dir), cfg, without)
     encoded = encode_examples(processor, examples, label="encoding profiles")
-    stats = sft(model, processor, encoded, cfg.train, label="fine-tuning oracle" if without else "fine-tuning vanilla")
+    if cfg.lora:
+        model = add_lora(model, cfg)
+    stats = sft(model, processor, encoded, cfg.train, label="fine-tuning oracle" if without else "fine-tuning vanilla",
+                out_dir=out_dir, resume=resume)
+    if cfg.lora:
+        model = model.merge_and_unload()
     save_model(model, processor, out_dir)
-    return {"examples": len(examples), "finetune": "full", **stats}
+    return {"examples": len(examples), "finetune": "lora" if cfg.lora else "full", **stats}

@@ -14,27 +14,24 @@ import inspect
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from datasets import Dataset, Features, Image, List, Value
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 
 from asru.data.schema import QAItem
 from asru.errors import UserError
 from asru.models.chat import to_pil, user_message
-from asru.progress import progress_bar
+from asru.trainer import CHECKPOINTS, RichProgress, checkpoint_to_resume, last_checkpoint
 from asru.refusal import is_refusal
 from asru.rl.rewards import message_text
 
-CHECKPOINTS = "checkpoints"
 LOG_FILE = "grpo_log.jsonl"
 # Metric prefixes that carry reward components (TRL's per-function means, our split-wise means, asru_reward's).
 COMPONENT_PREFIXES = ("rewards/", "forget/", "retain/", "asru/")
@@ -50,51 +47,69 @@ def _default_report_to() -> str:
 
 
 @dataclass
-class GRPOSettings:
-    """Stage-2 hyperparameters; the defaults are the paper's real-model values (EasyR1 recipe).
+class GRPOSettings(GRPOConfig):
+    """TRL's GRPOConfig with the paper's defaults (EasyR1 recipe, real models) and asru's few extras.
 
+    Every TRL/Trainer option is accepted as is (a preset's `grpo:` section is this class's keyword arguments);
+    only the defaults below differ from TRL's, and the extras are `lora*`, `dtype` and `use_vllm: auto`.
     `per_device_train_batch_size` counts completions, not prompts (TRL's convention): each optimizer step on one
     device sees per_device_train_batch_size / num_generations prompts. TRL needs the global generation batch,
     per_device_train_batch_size * world_size * gradient_accumulation_steps, to be a multiple of num_generations.
     `loss_type` "dapo" is TRL's token-mean (every completion token of the accumulated batch weighs the same),
     which is EasyR1's `token-mean`. `bf16` None: on when CUDA supports it. `dtype` None: float32 weights for full
     fine-tuning (bf16 weights cannot hold lr 1e-6 updates; compute still runs in bf16 autocast), the checkpoint's
-    dtype for LoRA (the base is frozen, adapters stay float32).
+    dtype for LoRA (the base is frozen, adapters stay float32). `output_dir` is set by `run_grpo`.
     """
 
-    num_generations: int = 8
+    # the paper's values where TRL's defaults differ
     temperature: float = 1.5
     top_p: float = 0.95
     learning_rate: float = 1e-6
     weight_decay: float = 0.01
     lr_scheduler_type: str = "constant"
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
     beta: float = 0.1
-    epsilon: float = 0.2
+    use_bias_correction_kl: bool = False  # EasyR1's plain k3 ("low_var_kl") penalty, not DeepSeek-V3.2's IS-weighted one
     epsilon_high: float = 0.3
     loss_type: str = "dapo"
     scale_rewards: str = "group"
     max_steps: int = 100
     per_device_train_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
     max_completion_length: int = 32
     gradient_checkpointing: bool = True
+    logging_steps: float = 1
+    logging_nan_inf_filter: bool = False  # the NaN guard must see the real loss, not a filtered average
+    save_strategy: str = "steps"
+    save_steps: float = 25
+    save_total_limit: int | None = 2
+    disable_tqdm: bool = True  # our Rich bar (asru.progress) replaces tqdm and the log printer
+    report_to: str | list[str] = field(default_factory=_default_report_to)
+    bf16: bool | None = None
+    use_vllm: bool | str = False  # true, false or "auto" (when vLLM and a GPU are available)
+    # asru's extras
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_target_modules: str | list[str] = "all-linear"
-    use_vllm: bool | str = False  # true, false or "auto" (when vLLM and a GPU are available)
-    vllm_mode: str = "colocate"
-    vllm_gpu_memory_utilization: float = 0.3
-    logging_steps: int = 1
-    report_to: str = field(default_factory=_default_report_to)
-    save_steps: int = 25
-    save_total_limit: int | None = 2
-    seed: int = 0
-    bf16: bool | None = None
     dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        check_settings(self, _world_size())
+        self.use_vllm = _use_vllm(self.use_vllm)
+        if self.bf16 is None:
+            self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if self.data_seed is None:
+            self.data_seed = self.seed
+        try:
+            super().__post_init__()
+        except ValueError as err:
+            raise UserError(f"invalid grpo settings: {str(err).splitlines()[0]}") from err
+
+    def recorded(self) -> dict:
+        """The options this class sets or adds (what a run manifest records), not TRL's ~300 fields."""
+        own = GRPOSettings.__annotations__
+        return {k: v for k, v in self.to_dict().items() if k in own or k in ("num_generations", "epsilon", "seed",
+                                                                                "gradient_accumulation_steps")}
 
 
 def check_settings(settings: GRPOSettings, world_size: int = 1) -> None:
@@ -122,67 +137,22 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _use_bf16(settings: GRPOSettings) -> bool:
-    if settings.bf16 is not None:
-        return settings.bf16
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def _use_vllm(settings: GRPOSettings) -> bool:
+def _use_vllm(use_vllm: bool | str) -> bool:
     """`use_vllm`: true (required), false, or "auto" (vLLM rollouts when vLLM and a GPU are there)."""
     from trl.import_utils import is_vllm_available
 
-    if settings.use_vllm == "auto":
+    if use_vllm == "auto":
         return bool(is_vllm_available() and torch.cuda.is_available())
-    if settings.use_vllm and not is_vllm_available():
+    if use_vllm and not is_vllm_available():
         raise UserError("grpo use_vllm is on but vLLM is not installed; pip install vllm (a version TRL supports) "
                         "or set use_vllm: auto / false")
-    return bool(settings.use_vllm)
+    return bool(use_vllm)
 
 
-def grpo_config(settings: GRPOSettings, out_dir: str | Path) -> GRPOConfig:
-    """Translate GRPOSettings into TRL's GRPOConfig; checkpoints go to out_dir/checkpoints."""
-    check_settings(settings, _world_size())
-    use_vllm = _use_vllm(settings)
-    bf16 = _use_bf16(settings)
-    try:
-        return GRPOConfig(
-            output_dir=str(Path(out_dir) / CHECKPOINTS),
-            num_generations=settings.num_generations,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            learning_rate=settings.learning_rate,
-            weight_decay=settings.weight_decay,
-            lr_scheduler_type=settings.lr_scheduler_type,
-            warmup_steps=settings.warmup_steps,
-            max_grad_norm=settings.max_grad_norm,
-            beta=settings.beta,
-            use_bias_correction_kl=False,  # EasyR1's plain k3 ("low_var_kl") penalty, not DeepSeek-V3.2's IS-weighted one
-            epsilon=settings.epsilon,
-            epsilon_high=settings.epsilon_high,
-            loss_type=settings.loss_type,
-            scale_rewards=settings.scale_rewards,
-            max_steps=settings.max_steps,
-            per_device_train_batch_size=settings.per_device_train_batch_size,
-            gradient_accumulation_steps=settings.gradient_accumulation_steps,
-            max_completion_length=settings.max_completion_length,
-            gradient_checkpointing=settings.gradient_checkpointing,
-            use_vllm=use_vllm,
-            vllm_mode=settings.vllm_mode,
-            vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
-            logging_steps=settings.logging_steps,
-            logging_nan_inf_filter=False,  # the NaN guard must see the real loss, not a filtered average
-            report_to=settings.report_to,
-            save_strategy="steps",
-            save_steps=settings.save_steps,
-            save_total_limit=settings.save_total_limit,
-            seed=settings.seed,
-            data_seed=settings.seed,
-            bf16=bf16,
-            disable_tqdm=True,  # our Rich bar (asru.progress) replaces tqdm and the log printer
-        )
-    except ValueError as err:
-        raise UserError(f"invalid grpo settings: {err}") from err
+def grpo_config(settings: GRPOSettings, out_dir: str | Path) -> GRPOSettings:
+    """The settings with checkpoints going to out_dir/checkpoints."""
+    settings.output_dir = str(Path(out_dir) / CHECKPOINTS)
+    return settings
 
 
 def boundary_dataset(items: Sequence[QAItem], is_forget: Sequence[bool]) -> Dataset:
@@ -268,46 +238,12 @@ class NaNGuard(TrainerCallback):
         for key in ("loss", "grad_norm"):
             value = (logs or {}).get(key)
             if isinstance(value, (int, float)) and not math.isfinite(value):
-                last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+                last = last_checkpoint(args.output_dir)
                 kept = f"last good checkpoint kept at {last}" if last else "no checkpoint was saved yet"
                 raise UserError(
                     f"GRPO {key} became {value} at step {state.global_step}; training stopped ({kept}); "
                     "lower grpo learning_rate or check the rewards and the starting model"
                 )
-
-
-class RichProgress(TrainerCallback):
-    """The project's Rich progress bar (asru.progress) in place of tqdm, showing reward, kl and loss."""
-
-    def __init__(self) -> None:
-        self._bar = None
-        self._advance = None
-        self._fields: dict[str, str] = {}
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        self._bar = progress_bar("grpo", state.max_steps)
-        self._advance = self._bar.__enter__()
-        self._advance(state.global_step)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        for key in ("reward", "kl", "loss"):
-            if logs and key in logs:
-                self._fields[key] = f"{logs[key]:.3g}"
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self._advance is not None:
-            self._advance(1, **self._fields)
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.close()
-
-    def close(self) -> None:
-        """End the bar; also called when training stops with an exception (no on_train_end then)."""
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-            self._bar = self._advance = None
 
 
 class BoundaryGRPOTrainer(GRPOTrainer):
@@ -327,11 +263,16 @@ class BoundaryGRPOTrainer(GRPOTrainer):
             self._image_hooks += _drop_empty_images_hooks(self.ref_model)
 
     def _generate(self, prompts):
+        # TRL 1.16's return layout (pyproject pins trl to 1.16.x, the version this is tested on):
+        # prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images
         out = super()._generate(prompts)
-        images = out[6]
-        if images is None:
-            return out
-        return (*out[:6], [imgs or [] for imgs in images], *out[7:])
+        if len(out) != len(_GENERATE_FIELDS):
+            raise RuntimeError(f"TRL's GRPOTrainer._generate returned {len(out)} values, not {len(_GENERATE_FIELDS)}: "
+                               "this TRL version is not supported (pyproject pins trl 1.16.x); see docs/trl-notes.md")
+        fields = dict(zip(_GENERATE_FIELDS, out))
+        if fields["images"] is not None:
+            fields["images"] = [imgs or [] for imgs in fields["images"]]
+        return tuple(fields.values())
 
     def remove_image_hooks(self) -> None:
         for handle in self._image_hooks:
@@ -339,6 +280,8 @@ class BoundaryGRPOTrainer(GRPOTrainer):
         self._image_hooks = []
 
 
+_GENERATE_FIELDS = ("prompt_ids", "completion_ids", "tool_mask", "completions", "logprobs", "extra_fields", "images",
+                    "tool_images")
 _IMAGE_KEYS = ("pixel_values", "image_grid_thw", "image_sizes", "pixel_attention_mask", "image_position_ids")
 
 
@@ -375,23 +318,6 @@ def _lora_config(settings: GRPOSettings):
     )
 
 
-def _checkpoint_to_resume(ckpt_dir: Path, resume: bool) -> str | None:
-    """The last checkpoint when resuming; a fresh run clears checkpoints of an earlier run in the same out_dir.
-
-    Why clear: a later resume would otherwise pick a higher-numbered checkpoint from the earlier run.
-    """
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    if resume:
-        return last
-    if last is not None and _is_main_process():
-        shutil.rmtree(ckpt_dir)
-    return None
-
-
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _load_policy(model_dir: str | Path, settings: GRPOSettings, args: GRPOConfig):
     """Model + processor on this process's device, after GRPOConfig exists (so ZeRO-3 can shard at load time)."""
     from asru.models.load import load_model
@@ -426,10 +352,10 @@ def run_grpo(
         raise UserError(f"GRPO dataset has no 'prompt' column (columns: {', '.join(dataset.column_names)}); build it with boundary_dataset")
     out = Path(out_dir)
     args = grpo_config(settings, out)
-    checkpoint = _checkpoint_to_resume(out / CHECKPOINTS, resume)
+    checkpoint = checkpoint_to_resume(out / CHECKPOINTS, resume)
     model, processor = _load_policy(model_dir, settings, args)
     funcs = [with_split_logging(f, log_refusal=(i == 0)) for i, f in enumerate(reward_funcs)]
-    progress = RichProgress()
+    progress = RichProgress("grpo", ("reward", "kl", "loss"))
     trainer = BoundaryGRPOTrainer(
         model=model,
         reward_funcs=funcs,
@@ -457,7 +383,7 @@ def run_grpo(
         "seconds": round(seconds, 2),
         "resumed_from": checkpoint,
         **reward_summary(history),
-        "settings": asdict(settings),
+        "settings": settings.recorded(),
     }
 
 

@@ -13,7 +13,10 @@ generated through, and the last-prompt-token loss leaves those free to drift.
 from __future__ import annotations
 
 import random
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -23,10 +26,9 @@ from asru.models.batch import IGNORE_INDEX, encode_batch, encode_prompts, move_b
 from asru.models.chat import ImageInput
 from asru.models.generate import eval_mode
 from asru.models.layers import check_layer, layer_mlp
-from asru.progress import progress_bar
 from asru.steering.direction import Prompt, SteeringVector
 from asru.steering.hooks import last_prompt_hidden, layer_last_state, layer_states
-from asru.training import TrainingDiverged
+from asru.trainer import AsruTrainer, training_args
 
 
 RetainExample = tuple[str, ImageInput, str]  # (question, image, answer)
@@ -97,11 +99,52 @@ def _whole_answer_loss(model, layer: int, batch: dict, frozen: torch.Tensor, las
     return mse(h[rows, last_prompt], frozen[rows, last_prompt]) + mse(h[real], frozen[real])
 
 
+def _plan(n_forget: int, n_retain: int, cfg: RedirectConfig, per_example_retain: bool, whole_batches: int) -> list[tuple]:
+    """Every step's (forget indices, retain indices or whole-answer batch number or None), drawn from one seeded
+    RNG in the order the steps consume it: each epoch shuffles the forget prompts, each step samples retain ones."""
+    rng = random.Random(cfg.seed)
+    plan = []
+    for _ in range(cfg.epochs):
+        for idx in _batches(list(range(n_forget)), cfg.batch_size, rng):
+            if per_example_retain:
+                retain = rng.sample(range(n_retain), min(cfg.batch_size, n_retain))
+            elif whole_batches:
+                retain = len(plan) % whole_batches
+            else:
+                retain = None
+            plan.append((idx, retain))
+    return plan
+
+
+class RedirectTrainer(AsruTrainer):
+    """MSE of layer L's last-prompt-token state to h_frozen + c*v on forget prompts, + alpha * the retain term."""
+
+    def __init__(self, *args, layer: int, alpha: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.layer, self.alpha = layer, alpha
+
+    def training_loss(self, model, inputs):
+        mse = torch.nn.functional.mse_loss
+        loss_f = mse(layer_last_state(model, self.layer, inputs["forget"]).float(), inputs["forget_target"])
+        loss, parts = loss_f, {"forget": loss_f.item()}
+        if inputs.get("retain") is not None:
+            loss_r = mse(layer_last_state(model, self.layer, inputs["retain"]).float(), inputs["retain_target"])
+        elif inputs.get("whole") is not None:
+            loss_r = _whole_answer_loss(model, self.layer, *inputs["whole"])
+        else:
+            loss_r = None
+        if loss_r is not None:
+            loss = loss + self.alpha * loss_r
+            parts["retain"] = loss_r.item()
+        return loss, parts
+
+
 def redirect(model, processor, steering: SteeringVector, forget: Sequence[Prompt], retain: Sequence[RetainExample],
-             cfg: RedirectConfig) -> dict:
+             cfg: RedirectConfig, out_dir=None) -> dict:
     """Train layer L's MLP in place; alternate one forget batch and one retain batch per step.
 
-    `retain` holds (question, image, answer) triples; the answer is read only with `retain_positions: all`."""
+    `retain` holds (question, image, answer) triples; the answer is read only with `retain_positions: all`.
+    Runs through the Trainer with AdamW (no weight decay), a constant rate and no clipping, as the authors do."""
     layer = check_layer(model, steering.layer)
     if not forget:
         raise UserError("no forget prompts for activation redirection: the forget split is empty")
@@ -112,46 +155,40 @@ def redirect(model, processor, steering: SteeringVector, forget: Sequence[Prompt
     retain_batches = (_whole_answer_batches(model, processor, retain, layer, cfg.batch_size,
                                             random.Random(cfg.seed + 1)) if whole else [])
     params = trainable_parameters(model, layer, cfg.trainable)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     target_shift = cfg.coeff * steering.vector.float()
-    rng = random.Random(cfg.seed)
-    device = next(model.parameters()).device
-    history = {"forget": [], "retain": []}
-    steps_per_epoch = (len(forget) + cfg.batch_size - 1) // cfg.batch_size
+    forget_targets = frozen_forget + target_shift
+    plan = _plan(len(forget), len(retain), cfg, frozen_retain is not None, len(retain_batches))
 
-    def loss_on(prompts, targets, idx):
-        batch = move_batch(encode_prompts(processor, [prompts[i] for i in idx], padding_side="left"), model)
-        h = layer_last_state(model, layer, batch).float()
-        return torch.nn.functional.mse_loss(h, targets[idx].to(device))
+    def collate(steps: list[tuple]) -> dict:
+        (idx, r), = steps
+        inputs = {"forget": encode_prompts(processor, [forget[i] for i in idx], padding_side="left"),
+                  "forget_target": forget_targets[idx]}
+        if frozen_retain is not None:
+            inputs.update(retain=encode_prompts(processor, [retain_prompts[i] for i in r], padding_side="left"),
+                          retain_target=frozen_retain[r])
+        elif retain_batches:
+            inputs["whole"] = retain_batches[r]
+        return inputs
 
-    model.train()
-    with progress_bar("activation redirection", total=cfg.epochs * steps_per_epoch) as advance:
-        for _ in range(cfg.epochs):
-            for idx in _batches(list(range(len(forget))), cfg.batch_size, rng):
-                loss_f = loss_on(forget, frozen_forget + target_shift, idx)
-                loss = loss_f
-                loss_r = None
-                if frozen_retain is not None:
-                    r_idx = rng.sample(range(len(retain)), min(cfg.batch_size, len(retain)))
-                    loss_r = loss_on(retain_prompts, frozen_retain, r_idx)
-                elif retain_batches:
-                    step_batch = retain_batches[len(history["retain"]) % len(retain_batches)]
-                    loss_r = _whole_answer_loss(model, layer, *step_batch)
-                if loss_r is not None:
-                    loss = loss + cfg.alpha * loss_r
-                    history["retain"].append(loss_r.item())
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"activation redirection: loss became {loss.item()}; lower redirect.lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                history["forget"].append(loss_f.item())
-                advance(1, forget=f"{loss_f.item():.3f}")
-    model.eval()
+    scratch = out_dir is None
+    out_dir = Path(tempfile.mkdtemp(prefix="asru-redirect-")) if scratch else Path(out_dir)
+    # one step = one whole forget batch (+ its retain batch): several processes each take their own steps
+    args = training_args(out_dir, steps=len(plan), lr=cfg.lr, seed=cfg.seed, grad_clip=0.0, weight_decay=0.0,
+                         split_batches=False)
+    trainer = RedirectTrainer(model, args, dataset=plan, batches=[[k] for k in range(len(plan))], collate=collate,
+                              schedule=lambda s: 1.0, param_groups=[{"params": params, "weight_decay": 0.0}],
+                              label="activation redirection", progress_fields=("forget",), layer=layer, alpha=cfg.alpha)
+    try:
+        history = trainer.fit()
+    finally:
+        if scratch:
+            shutil.rmtree(out_dir, ignore_errors=True)
     for p in model.parameters():
         p.requires_grad_(True)
+    forget_losses = [h["forget"] for h in history]
+    retain_losses = [h["retain"] for h in history if "retain" in h]
     first = lambda xs: xs[0] if xs else None  # noqa: E731
     last = lambda xs: sum(xs[-10:]) / len(xs[-10:]) if xs else None  # noqa: E731
-    return {"steps": len(history["forget"]), "forget_loss_first": first(history["forget"]),
-            "forget_loss_last": last(history["forget"]), "retain_loss_first": first(history["retain"]),
-            "retain_loss_last": last(history["retain"]), "target_norm": float(target_shift.norm())}
+    return {"steps": len(forget_losses), "forget_loss_first": first(forget_losses),
+            "forget_loss_last": last(forget_losses), "retain_loss_first": first(retain_losses),
+            "retain_loss_last": last(retain_losses), "target_norm": float(target_shift.norm())}
