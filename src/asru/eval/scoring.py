@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from asru.errors import UserError
-from asru.models.batch import IGNORE_INDEX, encode_prompt, move_batch, pad_features, pad_token_id, turn_end_token
+from asru.models.batch import (IGNORE_INDEX, encode_prompt, move_batch, pad_features, pad_token_id, turn_end_token,
+                               with_answer)
 from asru.models.chat import ImageInput
 from asru.models.generate import chunks, eval_mode
 
@@ -65,16 +66,7 @@ class PromptCache:
         key = (prompt, None if image is None else id(image))
         if key not in self._cache:
             self._cache[key] = encode_prompt(self.processor, prompt, image)
-        enc = dict(self._cache[key])
-        tokenizer = self.processor.tokenizer
-        completion = tokenizer(answer + turn_end_token(tokenizer), add_special_tokens=False)["input_ids"]
-        n_prompt = len(enc["input_ids"])
-        enc["input_ids"] = enc["input_ids"] + completion
-        enc["labels"] = [IGNORE_INDEX] * n_prompt + list(completion)
-        for k in ("mm_token_type_ids", "token_type_ids"):
-            if k in enc:
-                enc[k] = enc[k] + [0] * len(completion)
-        return enc
+        return with_answer(self.processor, self._cache[key], answer)
 
 
 @torch.inference_mode()

@@ -58,7 +58,13 @@ def encode_example(processor, question: str, image: ImageInput, answer: str) -> 
     The closing token is trained so the model learns to stop. The answer is tokenized on its own, exactly as
     generation produces it after the prompt.
     """
-    enc = encode_prompt(processor, question, image)
+    return with_answer(processor, encode_prompt(processor, question, image), answer)
+
+
+def with_answer(processor, prompt: dict, answer: str) -> dict:
+    """An encoded prompt (left untouched, so one encoding can serve several answers) followed by `answer` and
+    the turn end, labelled for the loss."""
+    enc = dict(prompt)
     tokenizer = processor.tokenizer
     completion = tokenizer(answer + turn_end_token(tokenizer), add_special_tokens=False)["input_ids"]
     n_prompt = len(enc["input_ids"])
