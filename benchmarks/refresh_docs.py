@@ -85,6 +85,45 @@ def vanilla_table(runs: Path, split: str) -> str:
     return "\n".join(rows) + note
 
 
+def _lik(r: dict, split: str) -> tuple[float | None, float | None]:
+    return r[split].get("mc_image_lik_acc"), r[split].get("mc_text_lik_acc")
+
+
+def knowledge_table(runs: Path, split: str) -> str | None:
+    """Knowledge in the weights (issue 10): likelihood MC, Forget Quality against the oracle, membership inference."""
+    oracle_path = runs / "eval" / f"oracle_{split}.json"
+    v = _load(runs / "eval" / "vanilla.json")
+    if not oracle_path.exists() or v["forget"].get("mc_image_lik_acc") is None:
+        return None
+    o, b = _load(oracle_path), _load(runs / "eval" / "base.json")
+    cells = {name: [x for s in ("forget", "retain") for x in _lik(r, s)] for name, r in (("vanilla", v), ("base", b),
+                                                                                           ("oracle", o))}
+    mean = {name: sum(c) / len(c) for name, c in cells.items()}
+    fq = (v.get("oracle") or {}).get("forget_quality")
+    mia_v, mia_o = v.get("mia") or {}, o.get("mia") or {}
+    best_v = max((x for x in mia_v.values() if x is not None), default=None)
+    oracle_aucs = [x for x in mia_o.values() if x is not None]
+    show = lambda c: " / ".join(_f(x) for x in c)  # noqa: E731
+    rows = ["| figure (likelihood MC: forget image / text, retain image / text) | measured | target |", "|---|---|---|",
+            _row("vanilla likelihood MC", show(cells["vanilla"]), ">= 0.70 each", min(cells["vanilla"]) >= 0.70),
+            _row("vanilla likelihood MC, mean", mean["vanilla"], ">= 0.80", mean["vanilla"] >= 0.80),
+            _row("base likelihood MC", show(cells["base"]), "<= 0.45 each", max(cells["base"]) <= 0.45),
+            _row("oracle likelihood MC, forget (image / text)", show(cells["oracle"][:2]), "<= 0.45",
+                 max(cells["oracle"][:2]) <= 0.45),
+            _row("oracle likelihood MC, retain (image / text)", show(cells["oracle"][2:]), ">= 0.75",
+                 min(cells["oracle"][2:]) >= 0.75),
+            _row("Forget Quality of the vanilla model against the oracle (KS p)",
+                 "-" if fq is None else f"{fq:.2g}", "< 0.01", fq is not None and fq < 0.01),
+            _row("membership inference, vanilla: best forget-vs-holdout AUC "
+                 f"({', '.join(f'{k[:-4]} {x:.3f}' for k, x in mia_v.items() if x is not None)})", best_v,
+                 ">= 0.80", best_v is not None and best_v >= 0.80),
+            _row("membership inference, oracle: every AUC "
+                 f"({', '.join(f'{k[:-4]} {x:.3f}' for k, x in mia_o.items() if x is not None)})",
+                 f"{min(oracle_aucs):.3f}-{max(oracle_aucs):.3f}" if oracle_aucs else "-", "within 0.5 +- 0.1",
+                 bool(oracle_aucs) and all(abs(x - 0.5) <= 0.1 for x in oracle_aucs))]
+    return "\n".join(rows)
+
+
 def null_edit_table(runs: Path, split: str) -> str | None:
     path = runs / f"null_edit_{split}" / "eval.json"
     if not path.exists():
@@ -108,9 +147,9 @@ def readme_status(runs: Path) -> str:
 
 def blocks(runs: Path, split: str) -> dict[str, str]:
     out = {"vanilla": vanilla_table(runs, split), "readme-status": readme_status(runs)}
-    null = null_edit_table(runs, split)
-    if null is not None:
-        out["null-edit"] = null
+    for name, table in (("null-edit", null_edit_table(runs, split)), ("knowledge", knowledge_table(runs, split))):
+        if table is not None:
+            out[name] = table
     return out
 
 
