@@ -76,8 +76,12 @@ class Quantize(Attack):
     @staticmethod
     def _load(target: Target, kind: str):
         if kind == "int8":
+            import warnings
+
             model, processor = target.load(device="cpu")
-            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8), processor
+            with warnings.catch_warnings():  # torch 2.9+ points eager quantization at torchao; the API still works
+                warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+                return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8), processor
         from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
         from asru.models.load import load_processor
