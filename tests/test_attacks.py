@@ -294,3 +294,28 @@ def test_cli_bad_input_is_one_line_exit_2_nothing_lost(case, micro_world, micro_
         assert (out / "keep.txt").read_text() == "precious" and len(list(out.iterdir())) == 1
     else:
         assert not out.exists()
+
+
+def test_compare_hook_writes_attacks_next_to_each_run_and_the_heat_map(micro_world, micro_models, micro_oracle,
+                                                                       tmp_path):
+    from rich.console import Console
+
+    from asru.attacks.run import compare_attacks
+
+    run_model = tmp_path / "runs" / "copy" / "seed0" / "model"
+    shutil.copytree(micro_models[1], run_model)
+    rows = compare_attacks(Console(quiet=True), tmp_path, micro_world, micro_models[1], micro_oracle, SPLIT,
+                           "micro", ["prefill"], [("copy", run_model)])
+    assert list(rows) == ["vanilla", "oracle", "copy"]
+    body = json.loads((run_model.parent / "attacks.json").read_text())
+    assert body["meta"]["label"] == "copy" and "prefill" in body["attacks"]
+    assert (tmp_path / "attacks" / "oracle" / "attacks.json").exists()
+    assert (tmp_path / "report" / "attacks.png").exists()
+    assert "| copy | prefill |" in (tmp_path / "report" / "attacks.md").read_text()
+
+
+def test_compare_attacks_without_oracle_is_refused(micro_world, micro_models, tmp_path, capsys):
+    code, err = _main(["compare", "--data", str(micro_world), "--model", str(micro_models[1]), "--methods", "ga",
+                       "--out", str(tmp_path / "cmp"), "--preset", "micro", "--attacks", "all"], capsys)
+    assert code == 2 and "--attacks needs --oracle" in err
+    assert not (tmp_path / "cmp").exists()

@@ -191,13 +191,21 @@ def compare(data: Path = typer.Option(..., "--data", help=DATA_HELP), model: Pat
             seeds: int = typer.Option(1, "--seeds", min=1), out: Path = typer.Option(..., "--out"),
             preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated"),
             retain_fraction: Optional[list[str]] = typer.Option(
-                None, "--retain-fraction", help="retain budget(s) in (0, 1], comma-separated or repeated, e.g. 0.05,0.25,1")) -> None:
+                None, "--retain-fraction", help="retain budget(s) in (0, 1], comma-separated or repeated, e.g. 0.05,0.25,1"),
+            oracle: Optional[Path] = typer.Option(None, "--oracle", help="retain-only oracle (`asru oracle`), needed by --attacks"),
+            attacks: Optional[str] = typer.Option(None, "--attacks", help="attacks run on every model (comma-separated, or all)")) -> None:
     """Run (or reuse) every method x retain budget x seed, evaluate them all, and write the comparison report."""
     from asru.compare import expand_methods, run_compare
 
+    attack_names = []
+    if attacks:
+        from asru.attacks import expand_attacks
+
+        attack_names = expand_attacks([attacks])
     summary = run_compare(console, data, pipeline.resolve_model_dir(model), base, out, forget_split,
                           expand_methods(methods), seeds, preset, limit,
-                          retain_fractions=_fractions(retain_fraction or ["1"]))
+                          retain_fractions=_fractions(retain_fraction or ["1"]),
+                          oracle=pipeline.resolve_model_dir(oracle) if oracle else None, attacks=attack_names)
     console.print(f"[green]report[/green] {summary['report_html']}")
 
 

@@ -60,17 +60,28 @@ def expand_methods(spec: str) -> list[str]:
 
 def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path, forget_split: str,
                 methods: Sequence[str], seeds: int, preset: str, limit: int | None = None,
-                vanilla_results: Path | None = None, retain_fractions: Sequence[float] = (1.0,)) -> dict:
+                vanilla_results: Path | None = None, retain_fractions: Sequence[float] = (1.0,),
+                oracle: Path | None = None, attacks: Sequence[str] = ()) -> dict:
     """Unlearn + evaluate every (method, retain budget, seed), evaluate the vanilla model, write the report.
 
     `vanilla_results`: an evaluation of the same vanilla model with the same settings (the demo's), copied
     instead of evaluating the vanilla model a second time. `retain_fractions`: retain budgets
-    (docs/compare.md); a run at budget F < 1 is labelled `<method>@<F>`, at 1.0 plainly `<method>`."""
+    (docs/compare.md); a run at budget F < 1 is labelled `<method>@<F>`, at 1.0 plainly `<method>`. `attacks`
+    (needs `oracle`, the retain-only oracle): those attacks on every run, the vanilla model and the oracle
+    (asru.attacks.run.compare_attacks; docs/robustness.md)."""
     from asru.eval.report import load_run, write_report
 
     out = Path(out)
+    if attacks:  # checked before hours of unlearning, not after
+        from asru.attacks.run import configure
+
+        if oracle is None:
+            raise UserError("--attacks needs --oracle: the retain-only oracle is every attack's control "
+                            "(build it with `asru oracle --forget-split SPLIT`)")
+        configure(attacks, preset)
+        pipeline.check_oracle(oracle, vanilla, forget_split)
     bind(out, data, vanilla, forget_split, preset)
-    runs = []
+    runs, attacked = [], []
     own_vanilla = out / "results" / "vanilla.json"
     if vanilla_results is not None and limit is None and not own_vanilla.exists():
         _copy_results(Path(vanilla_results), own_vanilla)
@@ -91,6 +102,7 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
                                 reuse=not retrained, force=retrained)
             manifest = json.loads((run_dir / "manifest.json").read_text())
             runs.append(load_run(results, label=label, manifest=manifest))
+            attacked.append((label, pipeline.resolve_model_dir(run_dir)))
     claims = relative_claims(runs)
     budget = budget_claim(claims["per_method"], plan, budgets(retain_fractions))
     if budget:
@@ -99,6 +111,10 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
     notes = claims_markdown(claims) + "\n\n" + (budget_markdown(budget) + "\n\n" if budget else "") + \
         tuning_markdown(load_preset(preset), methods)
     md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})", notes_md=notes)
+    if attacks:
+        from asru.attacks.run import compare_attacks
+
+        compare_attacks(console, out, Path(data), Path(vanilla), Path(oracle), forget_split, preset, attacks, attacked)
     return {"report_md": str(md), "report_html": str(html), "claims": claims}
 
 
