@@ -5,11 +5,14 @@ facts for a small budget, then measure the held-out half B (asru.attacks.facts s
 that even unrelated data undoes some unlearning). Each budget in `steps` is a fresh fine-tune from the model as
 it ships (its saved steering stays on), so a list of budgets gives a curve whose points do not share a schedule.
 The examples are the benchmark's training QA in the vanilla fine-tune's format (asru.data.corpus.qa_examples:
-half carry the generation instruction), so the attacker trains on exactly what the model was taught.
+half carry the generation instruction), so the attacker trains on exactly what the model was taught. When there
+are more examples than the largest budget can draw (steps x batch size; the retain people), a seeded sample of that
+many is used.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 from asru.attacks.base import Attack, AttackEnv, Target
@@ -54,6 +57,9 @@ class Relearn(Attack):
         from asru.training import TrainConfig, encode_examples, sft
 
         items = self.examples(env)
+        budget = max(self.config.steps) * self.config.batch_size
+        if len(items) > budget:  # encoding (images) costs more than training: encode only what the budget can use
+            items = random.Random(f"asru-relearn:{env.seed}").sample(items, budget)
         out = {}
         for steps in self.config.steps:
             with target.loaded(for_training=True) as (model, processor):
