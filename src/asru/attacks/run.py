@@ -172,10 +172,13 @@ def attack_stage(names: Sequence[str], model, data, forget_split: str, oracle, v
               "vanilla": str(vanilla.resolve()), "data": str(data.resolve()), "forget_split": forget_split,
               "preset": preset, "configs": {a.name: _plain(a.config) for a in attacks}}
     manifest = Manifest(command="attack", config=config, seed=seed)
-    raws = {}
+    raws: dict[str, dict] = {}
+    done: dict[Path, dict] = {}  # the vanilla model attacked as --model too is attacked once
     with manifest.stage("attack"):
         for role, path in zip(ROLES, (model, oracle, vanilla)):
-            raws[role] = attack_target(attacks, Target(path, role), env, console)
+            key = path.resolve()
+            raws[role] = done[key] if key in done else attack_target(attacks, Target(path, role), env, console)
+            done[key] = raws[role]
     body = results(attacks, raws, env, {"preset": preset})
     (out / RESULTS).write_text(json.dumps(body, indent=2, default=str))
     manifest.extra.update(status="done", result={a: body["attacks"][a]["recovered_share"] for a in body["attacks"]})
