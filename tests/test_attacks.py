@@ -111,6 +111,17 @@ def test_fact_split_is_disjoint_deterministic_and_covers_every_attribute(micro_w
     assert {i.split for i in held} == {SPLIT, "Test_Set"}
 
 
+def test_without_attribute_labels_each_question_is_a_fact(micro_world, tmp_path):
+    data = tmp_path / "real_like"
+    shutil.copytree(micro_world, data)
+    shutil.rmtree(data / "world" / "answer_keys")  # real MLLMU-Bench: no attribute values
+    facts = split_facts(data, SPLIT, 0)
+    assert facts.labels == "question"
+    for pid in facts.attacker:
+        assert facts.attacker[pid] and facts.held_out[pid] and not facts.attacker[pid] & facts.held_out[pid]
+    assert all(facts.in_held_out(i) for i in held_out_items(data, SPLIT, facts))
+
+
 @pytest.mark.parametrize("attacked, oracle, vanilla, share", [
     (0.5, 0.1, 0.9, 0.5), (0.05, 0.1, 0.9, 0.0), (1.0, 0.1, 0.9, 1.0), (0.3, 0.3, 0.3, None), (None, 0.1, 0.9, None)])
 def test_recovered_share(attacked, oracle, vanilla, share):
@@ -265,14 +276,15 @@ def test_cli_writes_results_and_manifest(micro_world, micro_models, micro_oracle
     assert (body["plain"]["model"]["mc_lik"] is None) is (not mc_available())
 
 
-@pytest.mark.parametrize("case", ["unknown", "steps", "oracle", "split", "steering", "exists"])
+@pytest.mark.parametrize("case", ["unknown", "steps", "oracle", "split", "steering", "lineage", "exists"])
 def test_cli_bad_input_is_one_line_exit_2_nothing_lost(case, micro_world, micro_models, micro_oracle, tmp_path,
                                                        capsys):
     vanilla = micro_models[1]
     model, oracle, extra, out = vanilla, micro_oracle, ["relearn"], tmp_path / "out"
     expected = {"unknown": "unknown attack 'jailbreak'; known attacks", "steps": "relearning budget",
                 "oracle": "is not a retain-only oracle", "split": "leaves out forget_10, not forget_5",
-                "steering": "was made for another model", "exists": "already exists"}[case]
+                "steering": "was made for another model", "lineage": "was unlearned from /elsewhere/vanilla",
+                "exists": "already exists"}[case]
     if case == "unknown":
         extra = ["ablate,jailbreak"]
     elif case == "steps":
@@ -286,6 +298,11 @@ def test_cli_bad_input_is_one_line_exit_2_nothing_lost(case, micro_world, micro_
         shutil.copytree(vanilla, model)
         GatedSteering(vector=torch.ones(7), layer=9, scale=1.0, retain_basis=torch.eye(7)[:, :1],
                       forget_basis=torch.eye(7)[:, 1:2], center=0.0, temperature=1.0).save(model / STEERING_FILE)
+    elif case == "lineage":
+        model = tmp_path / "run" / "model"
+        shutil.copytree(vanilla, model)
+        (model.parent / "manifest.json").write_text(json.dumps(
+            {"command": "unlearn ga", "config": {"model": "/elsewhere/vanilla", "forget_split": SPLIT}}))
     elif case == "exists":
         out.mkdir()
         (out / "keep.txt").write_text("precious")
