@@ -133,6 +133,54 @@ def unlearn(method: str = typer.Argument(..., help="method name (see `asru metho
 
 
 @app.command()
+def attack(names: list[str] = typer.Argument(..., help="attack names (see `asru attacks`), comma-separated or repeated; all = every one"),
+           model: Path = typer.Option(..., "--model", help="model (or run) directory to attack"),
+           data: Path = typer.Option(..., "--data", help=DATA_HELP),
+           forget_split: str = typer.Option("forget_10", "--forget-split"),
+           oracle: Path = typer.Option(..., "--oracle", help="retain-only oracle of the split (`asru oracle`): the control"),
+           vanilla: Path = typer.Option(..., "--vanilla", help="the vanilla model the run started from"),
+           out: Path = typer.Option(..., "--out", help="directory for attacks.json + manifest.json"),
+           steps: Optional[str] = typer.Option(None, "--steps", help="relearning budget(s) in steps, e.g. 10,50,100 (default 50)"),
+           quant: Optional[str] = typer.Option(None, "--quant", help="quantizations: int8, nf4, bnb8 (default: those available)"),
+           k: Optional[int] = typer.Option(None, "--k", help="samples per question for Leak@k (default 16)"),
+           preset: str = PRESET, seed: int = typer.Option(0, "--seed", help="seed of the A/B fact split, fine-tunes and sampling"),
+           force: bool = FORCE) -> None:
+    """Attack a model's forgetting (relearning, direction ablation, prefilling, sampling, quantization, probing);
+    the same attacks on the oracle (control) and the vanilla model give the recovered share."""
+    from asru.attacks.run import attack_stage
+
+    body = attack_stage(names, model, data, forget_split, oracle, vanilla, out, preset=preset, seed=seed,
+                        steps=_ints(steps, "--steps") if steps is not None else None,
+                        quant=[q.strip() for q in quant.split(",") if q.strip()] if quant is not None else None,
+                        k=k, force=force, console=console)
+    for name, result in body["attacks"].items():
+        share = result["recovered_share"]
+        console.print(f"[bold]{name}[/bold] ({result['headline']}): recovered share "
+                      f"{'n/a' if share is None else f'{share:.2f}'}")
+        for note in result["notes"]:
+            console.print(f"  note: {note}", highlight=False)
+    for note in body["notes"]:
+        console.print(f"note: {note}", highlight=False)
+    _done("attack results", out / "attacks.json", True)
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{option} takes whole numbers, comma-separated (e.g. 10,50,100); got {text}") from None
+
+
+@app.command()
+def attacks() -> None:
+    """List the attacks."""
+    from asru.attacks import attack_names, get_attack
+
+    for name in attack_names():
+        console.print(f"[bold]{name}[/bold]  {get_attack(name).description}")
+
+
+@app.command()
 def methods() -> None:
     """List the unlearning methods."""
     from asru.methods import get_method, method_names
@@ -150,14 +198,20 @@ def compare(data: Path = typer.Option(..., "--data", help=DATA_HELP), model: Pat
             preset: str = PRESET, limit: Optional[int] = typer.Option(None, "--limit", help="retain people evaluated"),
             retain_fraction: Optional[list[str]] = typer.Option(
                 None, "--retain-fraction", help="retain budget(s) in (0, 1], comma-separated or repeated, e.g. 0.05,0.25,1"),
-            oracle: Optional[Path] = typer.Option(None, "--oracle", help="retain-only oracle model dir (`asru oracle`): a row of its own, Forget Quality, PrivLeak, distance to it")) -> None:
+            oracle: Optional[Path] = typer.Option(None, "--oracle", help="retain-only oracle model dir (`asru oracle`; default: built from the vanilla's base): a row of its own, Forget Quality, PrivLeak, distance to it, the attacks' control"),
+            attacks: Optional[str] = typer.Option(None, "--attacks", help="attacks run on every model (comma-separated, or all)")) -> None:
     """Run (or reuse) every method x retain budget x seed, evaluate them all, and write the comparison report."""
     from asru.compare import expand_methods, run_compare
 
+    attack_names = []
+    if attacks:
+        from asru.attacks import expand_attacks
+
+        attack_names = expand_attacks([attacks])
     summary = run_compare(console, data, pipeline.resolve_model_dir(model), base, out, forget_split,
                           expand_methods(methods), seeds, preset, limit,
                           retain_fractions=_fractions(retain_fraction or ["1"]),
-                          oracle=pipeline.resolve_model_dir(oracle) if oracle else None)
+                          oracle=pipeline.resolve_model_dir(oracle) if oracle else None, attacks=attack_names)
     console.print(f"[green]report[/green] {summary['report_html']}")
 
 

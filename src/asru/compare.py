@@ -16,6 +16,7 @@ from typing import Sequence
 from asru import pipeline
 from asru.config import load_preset
 from asru.errors import UserError
+from asru.manifest import read_manifest
 from asru.steering.direction import model_fingerprint
 
 BASELINE_FOR_CLAIMS = "asru"
@@ -61,22 +62,33 @@ def expand_methods(spec: str) -> list[str]:
 def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path, forget_split: str,
                 methods: Sequence[str], seeds: int, preset: str, limit: int | None = None,
                 vanilla_results: Path | None = None, retain_fractions: Sequence[float] = (1.0,),
-                oracle: Path | None = None) -> dict:
+                oracle: Path | None = None, attacks: Sequence[str] = ()) -> dict:
     """Unlearn + evaluate every (method, retain budget, seed), evaluate the vanilla model, write the report.
 
     `vanilla_results`: an evaluation of the same vanilla model with the same settings (the demo's), copied
     instead of evaluating the vanilla model a second time. `retain_fractions`: retain budgets
     (docs/compare.md); a run at budget F < 1 is labelled `<method>@<F>`, at 1.0 plainly `<method>`.
-    `oracle`: the retain-only oracle's model directory (`asru oracle`); it is evaluated as a row of its own and
-    every run gets Forget Quality / PrivLeak against it plus a distance-to-oracle view."""
+    `oracle`: the retain-only oracle's model directory (`asru oracle`; built under `out/oracle` from the vanilla's
+    base when not given); it is evaluated as a row of its own and every run gets Forget Quality / PrivLeak against
+    it plus a distance-to-oracle view. `attacks`: those attacks on every run, the vanilla model and the oracle
+    (asru.attacks.run.compare_attacks; docs/robustness.md)."""
     from asru.eval.report import load_run, write_report
 
     out = Path(out)
-    bind(out, data, vanilla, forget_split, preset)
-    oracle = default_oracle(console, vanilla, data, out, forget_split, preset) if oracle is None else oracle
+    # bad input is refused before anything is written or hours of unlearning start
+    if attacks:
+        from asru.attacks.run import configure
+
+        configure(attacks, preset)
     if oracle is not None:
         pipeline.check_oracle(oracle, vanilla, forget_split)
-    runs = []
+    elif attacks and read_manifest(vanilla).get("command") != "vanilla":
+        raise UserError("--attacks needs a retain-only oracle (every attack's control): pass --oracle DIR from "
+                        "`asru oracle --forget-split SPLIT`")
+    bind(out, data, vanilla, forget_split, preset)
+    if oracle is None:
+        oracle = default_oracle(console, vanilla, data, out, forget_split, preset)
+    runs, attacked = [], []
     own_vanilla = out / "results" / "vanilla.json"
     if vanilla_results is not None and limit is None and not own_vanilla.exists():
         _copy_results(Path(vanilla_results), own_vanilla)
@@ -97,6 +109,7 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
                                 reuse=not retrained, force=retrained)
             manifest = json.loads((run_dir / "manifest.json").read_text())
             runs.append(load_run(results, label=label, manifest=manifest))
+            attacked.append((label, pipeline.resolve_model_dir(run_dir)))
     oracle_notes = ""
     if oracle is not None:
         own_oracle = out / "results" / "oracle.json"
@@ -115,14 +128,16 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
     notes = claims_markdown(claims) + "\n\n" + oracle_notes + (budget_markdown(budget) + "\n\n" if budget else "") + \
         tuning_markdown(load_preset(preset), methods)
     md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})", notes_md=notes)
+    if attacks:
+        from asru.attacks.run import compare_attacks
+
+        compare_attacks(console, out, Path(data), Path(vanilla), Path(oracle), forget_split, preset, attacks, attacked)
     return {"report_md": str(md), "report_html": str(html), "claims": claims}
 
 
 def default_oracle(console, vanilla: Path, data: Path, out: Path, forget_split: str, preset: str) -> Path | None:
     """The retain-only oracle of the compared split, built (or reused) under `out/oracle` from the vanilla model's
     own base and recipe; None, with a note, for a vanilla model that `asru vanilla` did not build."""
-    from asru.manifest import read_manifest
-
     manifest = read_manifest(vanilla)
     if manifest.get("command") != "vanilla" or not (manifest.get("config") or {}).get("base"):
         console.print(f"note: {vanilla} has no `asru vanilla` manifest, so no retain-only oracle is built; "

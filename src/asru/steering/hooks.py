@@ -104,3 +104,59 @@ def add_to_layer(model, layer: int, vector: torch.Tensor, gate: Gate | None = No
         yield
     finally:
         handle.remove()
+
+
+@torch.inference_mode()
+def all_layers_last_hidden(
+    model, processor, prompts: Sequence[tuple[str, ImageInput]], batch_size: int = 32
+) -> torch.Tensor:
+    """Every decoder layer's output at each prompt's last token: float32 CPU tensor [layers, N, hidden].
+
+    One forward pass per batch with a capture hook on every layer (hooks, not `output_hidden_states`, whose last
+    entry is after the final norm on some architectures). Active steering/ablation hooks are included."""
+    layers = decoder_layers(model)
+    rows: list[list[torch.Tensor]] = [[] for _ in layers]
+
+    def capture(index: int):
+        def hook(module, args, output):
+            rows[index].append(_hidden(output)[:, -1, :].float().cpu())
+        return hook
+
+    handles = [layer.register_forward_hook(capture(i)) for i, layer in enumerate(layers)]
+    try:
+        with eval_mode(model):
+            for idx in chunks(list(range(len(prompts))), batch_size):
+                batch = move_batch(encode_prompts(processor, [prompts[i] for i in idx], padding_side="left"), model)
+                model(**batch, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not prompts:
+        return torch.empty(len(layers), 0, hidden_size(model))
+    return torch.stack([torch.cat(r) for r in rows])
+
+
+@contextmanager
+def project_out(model, directions: dict[int, torch.Tensor]) -> Iterator[None]:
+    """Within the block, remove each direction's component from its layer's output at every position:
+    h <- h - (h . d) d with d unit length (directional ablation, Arditi et al. 2024). `{layer: vector}`; zero
+    vectors are skipped. Hooks are appended, so they act after any steering already added at that layer."""
+    handles = []
+    try:
+        for layer, vector in directions.items():
+            check_layer(model, layer)
+            norm = float(vector.float().norm())
+            if norm == 0.0:
+                continue
+            unit = (vector.float() / norm)
+
+            def hook(module, args, output, unit=unit):
+                hidden = _hidden(output)
+                d = unit.to(hidden.device, hidden.dtype)
+                return _with_hidden(output, hidden - (hidden @ d).unsqueeze(-1) * d)
+
+            handles.append(decoder_layers(model)[layer].register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
