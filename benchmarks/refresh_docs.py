@@ -81,7 +81,8 @@ def vanilla_table(runs: Path, split: str) -> str:
         o = _load(oracle_path)
         rows.append(_row(f"retain-only oracle ({split}): forget / retain answer-contains",
                          f"{_f(o['forget']['gen_contains'])} / {_f(o['retain']['gen_contains'])}", "reported", None))
-    note = f"\n\nMeasured with {threads} torch threads (the preset's `threads`), from `{runs}`."
+    note = (f"\n\nMeasured with {threads} torch threads (the preset's `threads`), from `{runs}`. Training times are "
+            "the manifests' wall times as run: a figure over budget may come from other jobs on the same cores.")
     return "\n".join(rows) + note
 
 

@@ -336,8 +336,14 @@ def test_compare_hook_writes_attacks_next_to_each_run_and_the_heat_map(micro_wor
     assert "| copy | prefill |" in (tmp_path / "report" / "attacks.md").read_text()
 
 
-def test_compare_attacks_without_oracle_is_refused(micro_world, micro_models, tmp_path, capsys):
-    code, err = _main(["compare", "--data", str(micro_world), "--model", str(micro_models[1]), "--methods", "ga",
+def test_compare_attacks_without_any_oracle_is_refused(micro_world, micro_models, tmp_path, capsys):
+    """A vanilla model that `asru vanilla` did not build has no base to build the oracle from: refused up front."""
+    import shutil
+
+    vanilla = tmp_path / "foreign_vanilla"
+    shutil.copytree(micro_models[1], vanilla)
+    (vanilla / "manifest.json").unlink()
+    code, err = _main(["compare", "--data", str(micro_world), "--model", str(vanilla), "--methods", "ga",
                        "--out", str(tmp_path / "cmp"), "--preset", "micro", "--attacks", "all"], capsys)
-    assert code == 2 and "--attacks needs --oracle" in err
+    assert code == 2 and "--attacks needs a retain-only oracle" in err and "--oracle" in err
     assert not (tmp_path / "cmp").exists()
