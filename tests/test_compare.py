@@ -86,8 +86,13 @@ def test_compare_reuses_the_demo_evaluation_of_the_vanilla_model(micro_world, mi
 
     first = pipeline.eval_stage(micro_models[1], micro_world, tmp_path / "eval" / "vanilla.json", "forget_10", "micro")
 
-    def no_second_evaluation(*args, **kwargs):
-        raise AssertionError("the vanilla model was evaluated again")
+    real_evaluate = mllmu.evaluate
+    vanilla_path = str(micro_models[1].resolve())
+
+    def no_second_evaluation(model, *args, **kwargs):
+        if str(model.name_or_path) == vanilla_path or str(model.name_or_path) == str(micro_models[1]):
+            raise AssertionError("the vanilla model was evaluated again")
+        return real_evaluate(model, *args, **kwargs)  # the oracle compare builds is evaluated once, as it must be
 
     monkeypatch.setattr(mllmu, "evaluate", no_second_evaluation)
     run_compare(Console(quiet=True), micro_world, micro_models[1], None, tmp_path / "cmp", "forget_10", [], 1, "micro",
@@ -141,14 +146,16 @@ def test_a_retrained_run_is_evaluated_again(micro_world, micro_models, tmp_path)
 
 
 def test_compare_with_an_oracle_row_forget_quality_and_distance(micro_world, micro_models, tmp_path):
-    """The base model never saw the fictitious people, so it stands in for the retain-only oracle here."""
+    """A real micro oracle (the vanilla recipe without forget_10's people) as a row of its own."""
     from rich.console import Console
 
     from asru.compare import run_compare
+    from asru.pipeline import oracle_stage
 
     base, vanilla = micro_models
+    oracle, _ = oracle_stage(base, micro_world, tmp_path / "oracle", "forget_10", "micro")
     summary = run_compare(Console(quiet=True), micro_world, vanilla, None, tmp_path / "cmp", "forget_10", [], 1,
-                          "micro", limit=2, oracle=base)
+                          "micro", limit=2, oracle=oracle)
     claims = summary["claims"]
     distance = claims["distance_to_oracle"]["vanilla"]
     oracle = json.loads((tmp_path / "cmp" / "results" / "oracle.json").read_text())

@@ -231,6 +231,7 @@ def budget_markdown(budget: dict) -> str:
     lines += ["", f"- Fourth claim (little retain data): ASRU's utility change at F = {budget['smallest']:g}: "
               f"{fmt(ours)}; the baselines' on average {fmt(low)} at F = {budget['smallest']:g} and {fmt(high)} "
               f"at F = {budget['largest']:g}."]
+    return "\n".join(lines)
 
 
 def add_oracle_comparison(runs, oracle_results: dict) -> None:
