@@ -76,7 +76,7 @@ def test_tiny_preset_fixes_the_thread_count_and_manifests_record_it(tmp_path):
         assert apply_threads(load_preset("tiny")) == 2 == torch.get_num_threads()
         record = json.loads(Manifest(command="x", config={}).write(tmp_path).read_text())
         assert record["torch_threads"] == 2
-        assert apply_threads({}) == 2  # a preset without `threads` keeps torch's choice
+        assert apply_threads({}) is None and torch.get_num_threads() == 2  # no `threads`: torch keeps its choice, none is recorded
     finally:
         torch.set_num_threads(previous)
 

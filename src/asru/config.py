@@ -63,12 +63,13 @@ def section(preset: dict[str, Any], name: str, cls: type[T], overrides: dict[str
     return from_dict(cls, merged, where=name)
 
 
-def apply_threads(preset: dict[str, Any]) -> int:
-    """Set torch's intra-op thread count from the preset's `threads` and return the count in force.
+def apply_threads(preset: dict[str, Any]) -> int | None:
+    """Set torch's intra-op thread count from the preset's `threads` and return it (None when unset).
 
     CPU reductions are split by thread, so the same run on 1 and 2 threads gives different weights; a preset that
     fixes the count makes a fresh clone rebuild bit-identical models on any machine. Without `threads` (the
-    real-model presets, which run on GPUs) torch's own choice is kept.
+    real-model presets, which run on GPUs) torch's own choice is kept and None is returned, so the configs that
+    record it do not depend on the core count of the machine that ran them (reuse, --resume, check_oracle).
     """
     import torch
 
@@ -78,7 +79,7 @@ def apply_threads(preset: dict[str, Any]) -> int:
             raise UserError(f"preset option threads must be a positive integer, got {threads!r}; "
                             "set e.g. `threads: 2` in the preset")
         torch.set_num_threads(threads)
-    return torch.get_num_threads()
+    return threads
 
 
 def to_dict(obj: Any) -> Any:

@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+from asru.errors import UserError
+
 MANIFEST = "manifest.json"
 
 
@@ -102,13 +104,22 @@ class Manifest:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **self.extra,
         }
-        path.write_text(json.dumps(record, indent=2, default=str))
+        # write-then-rename: a run killed mid-write (SIGKILL) leaves the previous manifest, never a torn one
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=str))
+        os.replace(tmp, path)
         return path
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise UserError(f"{path} is not valid JSON (a torn or hand-edited manifest); remove the run directory "
+                        "or re-run the command with --force") from None
 
 
 def tree_fingerprint(root: str | Path, skip: tuple[str, ...] = (MANIFEST,)) -> str:

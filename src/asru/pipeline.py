@@ -176,7 +176,7 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
     model_dir = resolve_model_dir(model)
     reference_dir = (reference or _vanilla_of(model_dir)) if judge != "none" else None
     identity = eval_identity(model_dir, data, forget_split, limit, judge, reference_dir, llm,
-                             {**settings, "threads": threads, "holdout": holdout}, oracle)
+                             {**settings, "threads": threads, "holdout": holdout})
     if reuse:
         previous = _previous_results(out)
         if previous is not None and previous.get("meta", {}).get("identity") == identity:
@@ -211,7 +211,7 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
 
 
 def eval_identity(model_dir: Path, data: Path, forget_split: str, limit, judge: str, reference_dir,
-                  llm: dict | None, settings: dict, oracle=None) -> dict:
+                  llm: dict | None, settings: dict) -> dict:
     """What an evaluation's numbers depend on: the model (and perplexity reference) by path and content
     fingerprint, the data by path and fingerprint, the split, the judge and the protocol settings. Stored in
     results.json `meta.identity`; a result is reused only when all of it matches (a file that merely exists
@@ -229,7 +229,6 @@ def eval_identity(model_dir: Path, data: Path, forget_split: str, limit, judge: 
         "model": model_id(model_dir), "data": {"path": str(data.resolve()), "fingerprint": tree_fingerprint(data)},
         "forget_split": forget_split, "limit": limit, "judge": judge, "reference": model_id(reference_dir),
         "llm_judge": {k: (llm or {}).get(k) for k in ("url", "model")} if judge == "llm" else None,
-        "oracle": model_id(oracle) if oracle is not None and Path(oracle).exists() else None,
         "settings": settings}, default=str))
 
 
@@ -426,7 +425,8 @@ def unlearn_stage(method_name: str, model, data, out, forget_split: str = "forge
     data = require_world(data)
     retain_split_for(forget_split)  # validates the split name
     cls, cfg = method_config(method_name, preset, overrides)
-    fraction = check_fraction(retain_fraction) if cls.uses_retain else FULL
+    fraction = check_fraction(retain_fraction)  # validated for every method, so a typo never passes silently
+    fraction = fraction if cls.uses_retain else FULL
     config = {"method": method_name, "preset": preset, "model": str(Path(model).resolve()), "data": str(data.resolve()),
               "forget_split": forget_split, "base": str(Path(base).resolve()) if base else None, "seed": seed,
               "threads": apply_threads(load_preset(preset)), "method_config": to_dict(cfg),

@@ -161,6 +161,8 @@ def attack_stage(names: Sequence[str], model, data, forget_split: str, oracle, v
     attacks = configure(names, preset, steps, quant, k)
     check_inputs(model, data, forget_split, oracle, vanilla)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory; choose another --out")
     if out.exists() and any(out.iterdir()) and not force:
         raise UserError(f"output directory {out} already exists and is not empty; pass --force to overwrite it "
                         "or choose another --out")
