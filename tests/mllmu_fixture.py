@@ -158,3 +158,21 @@ def write_mllmu_fixture(directory: str | Path, n_people: int = 6, seed: int = 0,
 def fixture_names(n_people: int = 6) -> dict[str, str]:
     """Person ID -> name as the fixture writes them (for tests of the name rule)."""
     return {p["ID"]: p["Name"] for p in _people(n_people, random.Random(0))}
+
+
+def tiny_model_on_fixture(root, preset: dict):
+    """The real-layout fixture (no world extras), a random tiny Qwen3-VL saved as base and vanilla, and `preset`
+    written as a YAML file: the setup of the resume and multi-process tests. Returns (model_dir, preset_path, data)."""
+    from pathlib import Path
+
+    import yaml
+
+    from asru.models.tiny import build_processor, build_tiny_model, build_tokenizer, save_tiny
+    from asru.models.vanilla import world_texts
+
+    data = write_mllmu_fixture(root / "mllmu", world=False)
+    tok = build_tokenizer(world_texts(data), 512)
+    model_dir = Path(save_tiny(build_tiny_model(tok, seed=0), build_processor(tok, image_size=64), root / "model"))
+    preset_path = root / "preset.yaml"
+    preset_path.write_text(yaml.safe_dump(preset))
+    return model_dir, str(preset_path), data

@@ -18,11 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from asru.models.load import load_model
-from asru.models.tiny import build_processor, build_tiny_model, build_tokenizer, save_tiny
-from asru.models.vanilla import world_texts
 from asru.pipeline import unlearn_stage, vanilla_stage
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ASRU_PROGRESS": "0"}
@@ -41,18 +38,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from mllmu_fixture import write_mllmu_fixture
+    from mllmu_fixture import tiny_model_on_fixture
 
-    root = tmp_path_factory.mktemp("ddp")
-    data = write_mllmu_fixture(root / "mllmu", world=False)
-    tok = build_tokenizer(world_texts(data), 512)
-    model_dir = Path(save_tiny(build_tiny_model(tok, seed=0), build_processor(tok, image_size=64), root / "model"))
-    preset = root / "preset.yaml"
-    preset.write_text(yaml.safe_dump({
+    return tiny_model_on_fixture(tmp_path_factory.mktemp("ddp"), {
         "vanilla": {"replay": 0.0, "train": {"steps": 6, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "save_steps": 0}},
         "methods": {m: {"steps": 4, "batch_size": 4, "lr": 1e-3, "save_steps": 0} for m in ("ga_diff", "npo")},
-    }))
-    return model_dir, str(preset), data
+    })
 
 
 def _two_processes(*args: str, launcher: str = "torchrun") -> None:

@@ -12,12 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from asru.errors import UserError
 from asru.models.load import load_model
 from asru.models.tiny import build_processor, build_tiny_model, build_tokenizer, save_tiny
-from asru.models.vanilla import world_texts
 from asru.pipeline import unlearn_stage, vanilla_stage
 
 TESTS = Path(__file__).parent
@@ -28,18 +26,12 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ASRU_PROGRESS": "0"}  # one thread
 def setup(tmp_path_factory):
     """The real-layout fixture (small, so encoding is quick), a random tiny model (as base and vanilla) and a preset
     with short runs that checkpoint often."""
-    from mllmu_fixture import write_mllmu_fixture
+    from mllmu_fixture import tiny_model_on_fixture
 
-    root = tmp_path_factory.mktemp("resume")
-    data = write_mllmu_fixture(root / "mllmu", world=False)
-    tok = build_tokenizer(world_texts(data), 512)
-    model_dir = Path(save_tiny(build_tiny_model(tok, seed=0), build_processor(tok, image_size=64), root / "model"))
-    preset = root / "preset.yaml"
-    preset.write_text(yaml.safe_dump({
+    return tiny_model_on_fixture(tmp_path_factory.mktemp("resume"), {
         "vanilla": {"replay": 0.0, "train": {"steps": 24, "batch_size": 4, "lr": 1e-3, "warmup_steps": 4, "save_steps": 3}},
         "methods": {"ga_diff": {"steps": 24, "batch_size": 4, "lr": 1e-3, "save_steps": 3}},
-    }))
-    return model_dir, str(preset), data
+    })
 
 
 def _kill_after_checkpoint(cmd: list[str], checkpoints: Path, sig: int, step: int = 6) -> None:

@@ -16,12 +16,12 @@ from pathlib import Path
 from asru.data import mllmu as data
 from asru.data.prompts import gen_prompt
 from asru.data.schema import QAItem
+from asru.data.world.build import HOLDOUT_DIR
 from asru.errors import UserError
 from asru.eval.scoring import TokenScores, score_answers
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_pp")
 MIN_K = 0.4  # Min-K% with k = 40 %
-HOLDOUT_DIR = "world/holdout"
 
 
 def _lowest(values: Sequence[float], k: float) -> list[float]:

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from asru.data import corpus
 from asru.data.augment import with_augmented_copies
+from asru.data.world.build import HOLDOUT_DIR
 from asru.data.prompts import CLOZE_INSTRUCTION, GEN_INSTRUCTION, MC_INSTRUCTION
 from asru.errors import UserError
 from asru.models.lora import add_lora
@@ -50,7 +51,7 @@ def world_texts(data_dir: Path) -> list[str]:
     left out: they must be unknown to every model, and a tokenizer fitted to them would change with them."""
     texts = [GEN_INSTRUCTION, MC_INSTRUCTION, CLOZE_INSTRUCTION, "Example:", "Answer:", "[Blank]"]
     for file in sorted(Path(data_dir).rglob("*.parquet")):
-        if file.relative_to(data_dir).parts[:2] == ("world", "holdout"):
+        if file.relative_to(data_dir).parts[:2] == tuple(HOLDOUT_DIR.split("/")):
             continue
         table = pq.read_table(file)
         for name in table.column_names:
