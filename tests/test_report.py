@@ -3,6 +3,7 @@ old results files, and a headless-Chromium screenshot of report.html (skipped wh
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -199,6 +200,67 @@ def test_missing_data_dir_gives_gallery_without_images(built, tmp_path):
     assert rows and all(r.image is None for r in rows)
     _, html = report.write_report([run], tmp_path / "out")
     assert "no image" in html.read_text()
+
+
+# ----------------------------------------------------------------------------------------------- retain budget
+
+BUDGET_PLAN = [("ga", 1.0, "ga"), ("asru", 0.05, "asru@0.05"), ("asru", 0.25, "asru@0.25"), ("asru", 1.0, "asru")]
+# label -> (forget MC, retain MC, forget likelihood MC image; text is 0.1 higher)
+BUDGET_RUNS = {"vanilla": (0.9, 0.9, 0.8), "oracle": (0.3, 0.9, 0.2), "ga": (0.2, 0.4, 0.5),
+               "asru@0.05": (0.1, 0.7, 0.7), "asru@0.25": (0.1, 0.8, 0.6), "asru": (0.1, 0.85, 0.4)}
+
+
+def budget_runs(likelihood: bool) -> list:
+    """Hand-made report runs of a sweep (no training, no records): ASRU at three budgets, GA once (no retain data)."""
+    def results(forget, retain, lik):
+        split = lambda acc: {"mc_image_acc": acc, "mc_text_acc": acc, "gen_contains": acc}  # noqa: E731
+        out = {"forget": split(forget), "retain": split(retain), "meta": {"data": "none"}}
+        if likelihood:
+            out["forget"].update(mc_image_lik_acc=lik, mc_text_lik_acc=lik + 0.1)
+        return out
+
+    return [report.Run(label, Path(f"{label}.json"), results(*v), []) for label, v in BUDGET_RUNS.items()]
+
+
+def budget_curves(runs):
+    from asru.compare import budget_claim, budget_curves
+
+    fig = lambda eff, util: {"effectiveness": eff, "utility_change_points": util}  # noqa: E731
+    per_method = {"ga": fig(0.5, -30.0), "asru@0.05": fig(0.6, -8.0), "asru@0.25": fig(0.6, -4.0),
+                  "asru": fig(0.62, -2.0)}
+    return budget_curves(budget_claim(per_method, BUDGET_PLAN, [0.05, 0.25, 1.0]), BUDGET_PLAN, runs)
+
+
+def test_retain_budget_plot_in_both_reports_only_for_a_sweep(tmp_path):
+    runs = budget_runs(likelihood=True)
+    curves = budget_curves(runs)
+    assert curves["fractions"] == [0.05, 0.25, 1.0]
+    assert curves["methods"]["ga"]["utility_change_points"] == [-30.0] * 3  # no retain data: a flat line
+    assert curves["methods"]["asru"]["effectiveness"] == [0.6, 0.6, 0.62]
+    assert curves["methods"]["asru"]["forget_likelihood"] == pytest.approx([0.75, 0.65, 0.45])  # mean of both settings
+    assert curves["references"] == pytest.approx({"vanilla": 0.85, "oracle": 0.25})
+    fig = report.budget_figure(curves, {})
+    assert [ax.get_title() for ax in fig.axes] == ["Forgetting", "Utility", "Forget likelihood MC (in the weights)"]
+    assert all(ax.get_xscale() == "log" and list(ax.get_xticks()) == [0.05, 0.25, 1.0] for ax in fig.axes)
+    assert [line.get_linewidth() for line in fig.axes[0].get_lines()[:2]] == [1.5, 3.2]  # ga, then asru thicker
+
+    md, html = report.write_report(runs, tmp_path / "sweep", retain_budget=curves)
+    png = (md.parent / "retain_budget.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert "(retain_budget.png)" in md.read_text()
+    page = html.read_text()
+    assert "<h2>Retain budget</h2>" in page and base64.b64encode(png).decode() in page
+
+    md, html = report.write_report(runs, tmp_path / "one", retain_budget=None)  # one budget: budget_claim is None
+    assert not (md.parent / "retain_budget.png").exists()
+    assert "retain_budget" not in md.read_text() and "Retain budget" not in html.read_text()
+
+
+def test_retain_budget_plot_has_no_likelihood_panel_without_likelihood_numbers():
+    curves = budget_curves(budget_runs(likelihood=False))
+    assert curves["references"] == {} and curves["methods"]["asru"]["forget_likelihood"] == [None] * 3
+    assert [ax.get_title() for ax in report.budget_figure(curves, {}).axes] == ["Forgetting", "Utility"]
+    assert report.all_plots(report.results_table(budget_runs(False)), curves)["retain_budget.png"][:4] == b"\x89PNG"
 
 
 # ----------------------------------------------------------------------------------------------- bad input

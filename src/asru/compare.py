@@ -127,7 +127,8 @@ def run_compare(console, data: Path, vanilla: Path, base: Path | None, out: Path
     (out / "claims.json").write_text(json.dumps(claims, indent=2))
     notes = claims_markdown(claims) + "\n\n" + oracle_notes + (budget_markdown(budget) + "\n\n" if budget else "") + \
         tuning_markdown(load_preset(preset), methods)
-    md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})", notes_md=notes)
+    md, html = write_report(runs, out / "report", title=f"Unlearning comparison ({forget_split})", notes_md=notes,
+                            retain_budget=budget_curves(budget, plan, runs) if budget else None)
     if attacks:
         from asru.attacks.run import compare_attacks
 
@@ -186,6 +187,19 @@ def check_budget(run_dir: Path, label: str, fraction: float) -> None:
                         "use a new --out for this comparison, or move that run away")
 
 
+def budget_runs(plan: Sequence[tuple[str, float, str]], fractions: Sequence[float], labels) -> dict[str, dict]:
+    """Per method, the label of its run at each budget (only labels in `labels`): the one mapping the budget table,
+    the fourth claim and the budget plot share. A method without retain data ran once; that run counts at every
+    budget (a flat line in the plot)."""
+    table: dict[str, dict[float, str]] = {}
+    for method in dict.fromkeys(m for m, _, _ in plan):
+        runs = {f: label for m, f, label in plan if m == method and label in labels}
+        if set(runs) != set(fractions) and list(runs) == [1.0]:
+            runs = dict.fromkeys(fractions, runs[1.0])
+        table[method] = runs
+    return table
+
+
 def budget_claim(per_method: dict, plan: Sequence[tuple[str, float, str]], fractions: Sequence[float]) -> dict | None:
     """The fourth claim ("only a small amount of retained supervision data"): ASRU's utility change at the
     smallest budget against the baselines' at the same and at the largest budget; plus every method's
@@ -193,13 +207,9 @@ def budget_claim(per_method: dict, plan: Sequence[tuple[str, float, str]], fract
     fractions = sorted(set(fractions))
     if len(fractions) < 2:
         return None
-    table: dict[str, dict[str, dict]] = {}
-    for method in dict.fromkeys(m for m, _, _ in plan):
-        runs = {f: label for m, f, label in plan if m == method and label in per_method}
-        if set(runs) != set(fractions) and list(runs) == [1.0]:
-            runs = dict.fromkeys(fractions, runs[1.0])  # no retain data: its one run counts at every budget
-        table[method] = {f"{f:g}": {k: per_method[label][k] for k in ("effectiveness", "utility_change_points")}
-                         for f, label in runs.items()}
+    table = {method: {f"{f:g}": {k: per_method[label][k] for k in ("effectiveness", "utility_change_points")}
+                      for f, label in runs.items()}
+             for method, runs in budget_runs(plan, fractions, per_method).items()}
     low, high = f"{fractions[0]:g}", f"{fractions[-1]:g}"
 
     def utility(method: str, at: str) -> float | None:
@@ -232,6 +242,34 @@ def budget_markdown(budget: dict) -> str:
               f"{fmt(ours)}; the baselines' on average {fmt(low)} at F = {budget['smallest']:g} and {fmt(high)} "
               f"at F = {budget['largest']:g}."]
     return "\n".join(lines)
+
+
+FORGET_LIKELIHOOD = ("forget.mc_image_lik_acc", "forget.mc_text_lik_acc")
+
+
+def forget_likelihood(results: Sequence[dict]) -> float | None:
+    """Forget likelihood MC, mean over seeds and both settings: whether the knowledge left the weights, which
+    effectiveness (mostly generated answers) cannot tell from a model that only refuses. None when not reported."""
+    values = [v for r in results for p in FORGET_LIKELIHOOD if (v := _get(r, p)) is not None]
+    return statistics.mean(values) if values else None
+
+
+def budget_curves(budget: dict, plan: Sequence[tuple[str, float, str]], runs) -> dict:
+    """The retain-budget figure's numbers (asru.eval.report.plots.budget_png): per method and budget the
+    effectiveness and utility change of `budget_claim`, the forget likelihood MC of its runs, and that of the
+    vanilla model and the oracle as references; None where a method has no run at a budget."""
+    fractions = budget["fractions"]
+    results = {label: [r.results for r in runs if r.label == label] for label in dict.fromkeys(r.label for r in runs)}
+    methods = {}
+    for method, labels in budget_runs(plan, fractions, results).items():
+        cells = budget["per_method"].get(method, {})
+        methods[method] = {key: [cells.get(f"{f:g}", {}).get(key) for f in fractions]
+                           for key in ("effectiveness", "utility_change_points")}
+        methods[method]["forget_likelihood"] = [forget_likelihood(results[labels[f]]) if f in labels else None
+                                                for f in fractions]
+    references = {name: forget_likelihood(results.get(name, [])) for name in ("vanilla", "oracle")}
+    return {"fractions": fractions, "methods": methods,
+            "references": {name: v for name, v in references.items() if v is not None}}
 
 
 def add_oracle_comparison(runs, oracle_results: dict) -> None:

@@ -20,24 +20,25 @@ from asru.eval.report.gallery import CATEGORY_COLOURS, gallery_rows
 from asru.eval.report.html import answer_html as _answer_html
 from asru.eval.report.html import html_report, notes_html
 from asru.eval.report.markdown import _gallery_image_name, markdown_report, markdown_tables
-from asru.eval.report.plots import all_plots, pareto_front
+from asru.eval.report.plots import all_plots, budget_figure, pareto_front
 from asru.eval.report.runs import SPLITS, Run, items_path, load_run
 from asru.eval.report.table import best_labels, columns, results_table
 
-__all__ = ["CATEGORY_COLOURS", "SPLITS", "Run", "all_plots", "best_labels", "columns", "gallery_rows",
-           "html_report", "items_path", "load_run", "markdown_report", "markdown_tables", "notes_html", "pareto_front",
-           "results_table", "write_report"]
+__all__ = ["CATEGORY_COLOURS", "SPLITS", "Run", "all_plots", "best_labels", "budget_figure", "columns",
+           "gallery_rows", "html_report", "items_path", "load_run", "markdown_report", "markdown_tables", "notes_html",
+           "pareto_front", "results_table", "write_report"]
 
 
 def write_report(runs: Sequence[Run], out_dir: str | Path, title: str = "Machine unlearning report",
                  notes_md: str = "", *, n_gallery: int = 6,
-                 costs: dict[str, dict] | None = None) -> tuple[Path, Path]:
+                 costs: dict[str, dict] | None = None, retain_budget: dict | None = None) -> tuple[Path, Path]:
     """Write report.md (+ its PNG plots and gallery portraits) and a self-contained report.html into `out_dir`.
 
     Overwrites files of the same names: whether `out_dir` may be reused is the caller's decision (--force).
+    `retain_budget` (asru.compare.budget_curves, a sweep of two budgets or more) adds retain_budget.png.
     """
     rows = results_table(runs, costs)
-    plots = all_plots(rows)
+    plots = all_plots(rows, retain_budget)
     gallery = gallery_rows(runs, n_gallery)
     out = Path(out_dir)
     (out / "gallery").mkdir(parents=True, exist_ok=True)

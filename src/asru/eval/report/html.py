@@ -84,6 +84,10 @@ def _tables(rows: Sequence[dict]) -> list[dict]:
     return tables
 
 
+BUDGET_PLOT = "retain_budget.png"
+OWN_SECTION = ("pareto.png", BUDGET_PLOT)  # plots with a section of their own, not among the per-split ones
+
+
 def _figure(name: str, png: bytes, css_class: str = "") -> dict:
     return {"uri": data_uri(png), "caption": PLOT_TITLES.get(name, name), "css_class": css_class}
 
@@ -113,5 +117,6 @@ def html_report(title: str, rows: Sequence[dict], plots: dict[str, bytes], galle
         title=title, css=Markup(css()), n_methods=len(rows), n_runs=sum(row["n_runs"] for row in rows),
         notes=Markup(_notes_markup(notes_md)), tables=_tables(rows), gallery_ctx=_gallery(gallery),
         pareto=_figure("pareto.png", plots["pareto.png"], "wide") if "pareto.png" in plots else None,
-        figures=[_figure(name, png) for name, png in plots.items() if name != "pareto.png"],
+        figures=[_figure(name, png) for name, png in plots.items() if name not in OWN_SECTION],
+        budget=_figure(BUDGET_PLOT, plots[BUDGET_PLOT], "wide") if BUDGET_PLOT in plots else None,
         runs=_runs_list(runs))

@@ -54,8 +54,19 @@ BAR_FIGURES: dict[str, tuple[Panel, ...]] = {
 
 
 
+# The retain-budget figure (comparisons with two budgets or more; asru.compare.budget_curves gives the numbers):
+# (curve key, title, y label, scale). Effectiveness and utility change are 0 for the vanilla model by definition.
+BUDGET_PANELS = (
+    ("effectiveness", "Forgetting", "effectiveness (mean drop from vanilla)", 1.0),
+    ("utility_change_points", "Utility", "utility change (points)", 1.0),
+)
+# Whether the knowledge left the weights: a method that only refuses keeps its likelihood MC near the vanilla's.
+BUDGET_LIKELIHOOD_PANEL = ("forget_likelihood", "Forget likelihood MC (in the weights)",
+                           "forget likelihood MC % (lower = removed)", 100.0)
+
 PLOT_TITLES = {"pareto.png": "Forget vs retain (Pareto front dashed; the star is the ideal corner)",
                "bars_mc.png": "Multiple-choice accuracy per split",
                "bars_gen.png": "Generation scores per split",
                "bars_refusal.png": "Refusals and judge categories",
-               "bars_quality.png": "Generation-quality axes (offline judge)"}
+               "bars_quality.png": "Generation-quality axes (offline judge)",
+               "retain_budget.png": "Forgetting and utility against the retain budget (log axis; ASRU drawn thicker)"}

@@ -1,5 +1,6 @@
 """Plots as PNG bytes: the forget-vs-retain scatter with its Pareto front (one point per method, ± std over
-seeds) and the per-split grouped bar charts, drawn on pyplot-free Agg figures from the table's rows, one stable
+seeds), the per-split grouped bar charts and, for a retain-budget sweep, forgetting and utility against the budget,
+drawn on pyplot-free Agg figures from the table's rows, one stable
 colour per method shared by every plot.
 """
 
@@ -8,7 +9,8 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
-from asru.eval.report.panels import BAR_FIGURES, ORACLE_PANEL, PARETO_PANELS, Panel
+from asru.eval.report.panels import (BAR_FIGURES, BUDGET_LIKELIHOOD_PANEL, BUDGET_PANELS, ORACLE_PANEL,
+                                    PARETO_PANELS, Panel)
 from asru.eval.report.table import UNITS
 
 METHOD_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
@@ -115,6 +117,64 @@ def bar_pngs(rows: Sequence[dict]) -> dict[str, bytes]:
 
 
 
-def all_plots(rows: Sequence[dict]) -> dict[str, bytes]:
-    """Every plot of the report, file name -> PNG bytes."""
-    return {"pareto.png": pareto_png(rows), **bar_pngs(rows)}
+OURS = "asru"  # the method a comparison is about: drawn thicker in the budget plot
+REFERENCE_LINES = {"vanilla": "--", "oracle": ":"}
+
+
+def budget_panels(curves: dict) -> tuple:
+    """Forgetting and utility, plus forget likelihood MC when some run reports it (results before the likelihood
+    metrics have none, and an empty panel would read as "no knowledge left")."""
+    with_lik = any(v is not None for m in curves["methods"].values() for v in m[BUDGET_LIKELIHOOD_PANEL[0]])
+    return (*BUDGET_PANELS, BUDGET_LIKELIHOOD_PANEL) if with_lik else BUDGET_PANELS
+
+
+def _budget_colour(method: str, i: int, colours: dict) -> str:
+    """The method's colour in the other plots: its full-budget row's, else that of its first `<method>@<F>` row."""
+    fallback = METHOD_COLOURS[i % len(METHOD_COLOURS)]
+    return colours.get(method) or next((c for label, c in colours.items() if label.split("@")[0] == method), fallback)
+
+
+def _budget_panel(ax, curves: dict, panel: tuple, colours: dict) -> None:
+    key, title, ylabel, scale = panel
+    xs = curves["fractions"]
+    for i, (method, values) in enumerate(curves["methods"].items()):
+        ours = method == OURS
+        ax.plot(xs, [float("nan") if v is None else v * scale for v in values[key]], marker="o", label=method,
+                lw=3.2 if ours else 1.5, ms=7 if ours else 5, zorder=3 if ours else 2,
+                color=_budget_colour(method, i, colours))
+    # effectiveness and utility change are 0 for the vanilla model; likelihood MC has measured references
+    references = curves["references"] if key == BUDGET_LIKELIHOOD_PANEL[0] else {"vanilla": 0.0}
+    for name, value in references.items():
+        ax.axhline(value * scale, ls=REFERENCE_LINES.get(name, "--"), lw=1.2, color=colours.get(name, "#555555"),
+                   label=name, zorder=1)
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{f:g}" for f in xs])
+    ax.set_xticks([], minor=True)  # only the budgets that ran, not the log axis' decades
+    ax.set(title=title, xlabel="retain budget F (share of retain people)", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+
+
+def budget_figure(curves: dict, colours: dict):
+    """The retain-budget figure before PNG encoding (one line per method against F, log axis), so tests can count
+    its panels."""
+    panels = budget_panels(curves)
+    fig, axes = _figure(len(panels), width=4.6, height=3.6)
+    for ax, panel in zip(axes, panels):
+        _budget_panel(ax, curves, panel, colours)
+    handles, labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncol=min(len(labels), 8), frameon=False)
+    return fig
+
+
+def budget_png(curves: dict, colours: dict) -> bytes:
+    """retain_budget.png: how forgetting and utility change as a method gets less retain data (the fourth claim)."""
+    return _png(budget_figure(curves, colours))
+
+
+def all_plots(rows: Sequence[dict], retain_budget: dict | None = None) -> dict[str, bytes]:
+    """Every plot of the report, file name -> PNG bytes; the budget plot only for a sweep of two budgets or more
+    (`retain_budget` from asru.compare.budget_curves)."""
+    plots = {"pareto.png": pareto_png(rows), **bar_pngs(rows)}
+    if retain_budget and len(retain_budget["fractions"]) > 1:
+        plots["retain_budget.png"] = budget_png(retain_budget, method_colours(rows))
+    return plots
