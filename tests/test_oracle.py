@@ -65,3 +65,14 @@ def test_an_unknown_forget_split_is_one_clear_error(micro_world, micro_models, t
     with pytest.raises(UserError, match="unknown forget split"):
         oracle_stage(micro_models[0], micro_world, tmp_path / "o", "forget_99", "micro")
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_refuses_the_oracle_of_another_split_before_writing(micro_world, micro_models, tmp_path):
+    from asru.pipeline import eval_stage
+
+    base, vanilla = micro_models
+    oracle, _ = oracle_stage(base, micro_world, tmp_path / "oracle", "forget_5", "micro")
+    out = tmp_path / "eval" / "vanilla.json"
+    with pytest.raises(UserError, match="leaves out forget_5, not forget_10"):
+        eval_stage(vanilla, micro_world, out, "forget_10", "micro", limit=2, oracle=oracle)
+    assert not out.exists() and not out.with_name("vanilla.oracle.json").exists()

@@ -183,7 +183,7 @@ def eval_stage(model, data, out, forget_split: str = "forget_10", preset: str = 
             return previous
         force = True  # reuse mode owns `out`: a result of another model, data or config is stale, so replaced
     check_results_path(out, force)
-    oracle_results = oracle_results_of(oracle, data, out, forget_split, preset, limit, holdout)
+    oracle_results = oracle_results_of(oracle, data, out, forget_split, preset, limit, holdout, model_dir)
     loaded, processor = load_model(model_dir)
     steering = _maybe_steering(loaded, model_dir)
     llm_judge = _llm_judge(llm, out) if judge == "llm" else None
@@ -242,12 +242,15 @@ def _previous_results(out: Path) -> dict | None:
     return results if isinstance(results, dict) and items.exists() else None
 
 
-def oracle_results_of(oracle, data: Path, out: Path, forget_split: str, preset: str, limit, holdout) -> dict | None:
-    """The oracle's results: read a results.json, or evaluate an oracle model directory once (reused after)."""
+def oracle_results_of(oracle, data: Path, out: Path, forget_split: str, preset: str, limit, holdout,
+                      model_dir: Path | None = None) -> dict | None:
+    """The oracle's results: read a results.json, or evaluate an oracle model directory once (reused after).
+    The oracle must be the counterpart of the evaluated model's vanilla (`check_oracle`), whichever form it has."""
     if oracle is None:
         return None
     path = Path(oracle)
     if path.is_dir():
+        _check_oracle_of(path, model_dir, forget_split)
         target = out.with_name(out.stem + ".oracle.json")
         return eval_stage(path, data, target, forget_split, preset, limit=limit, judge="none", holdout=holdout,
                           reuse=True)
@@ -263,7 +266,21 @@ def oracle_results_of(oracle, data: Path, out: Path, forget_split: str, preset: 
     if (results.get("meta") or {}).get("forget_split") not in (None, forget_split):
         raise UserError(f"--oracle {path} was evaluated on {results['meta']['forget_split']}, not {forget_split}; "
                         "evaluate the oracle of this split")
+    evaluated = (((results.get("meta") or {}).get("identity") or {}).get("model") or {}).get("path")
+    if evaluated and Path(evaluated).is_dir():
+        _check_oracle_of(Path(evaluated), model_dir, forget_split)
     return results
+
+
+def _check_oracle_of(oracle_dir: Path, model_dir: Path | None, forget_split: str) -> None:
+    """Refuse an oracle that is not the evaluated model's vanilla counterpart (a Forget Quality against the
+    oracle of another base, world, recipe or split is meaningless). Models with no vanilla lineage (a base, an
+    oracle) are not checked."""
+    if model_dir is None:
+        return
+    vanilla = model_dir if read_manifest(model_dir).get("command") == "vanilla" else _vanilla_of(model_dir)
+    if vanilla is not None and read_manifest(vanilla).get("command") == "vanilla":
+        check_oracle(oracle_dir, vanilla, forget_split)
 
 
 def _llm_judge(llm: dict | None, out: Path):
