@@ -25,8 +25,9 @@ IGNORE_INDEX = -100
 TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
 
 
-def encode_prompt(processor, question: str, image: ImageInput) -> dict:
-    """One prompt: token lists for per-token keys (no attention_mask), tensors for the image inputs."""
+def encode_prompt(processor, question: str, image: ImageInput, reply_prefix: str = "") -> dict:
+    """One prompt: token lists for per-token keys (no attention_mask), tensors for the image inputs.
+    `reply_prefix`: words the assistant's turn already starts with (the prefilling attack)."""
     pil = to_pil(image)
     text = build_prompt(processor, question, pil is not None)
     bos = getattr(processor.tokenizer, "bos_token", None)
@@ -39,6 +40,12 @@ def encode_prompt(processor, question: str, image: ImageInput) -> dict:
         if key == "attention_mask":
             continue
         out[key] = value[0].tolist() if key in TOKEN_KEYS else value
+    if reply_prefix:
+        extra = processor.tokenizer(reply_prefix, add_special_tokens=False)["input_ids"]
+        out["input_ids"] = out["input_ids"] + extra
+        for key in ("mm_token_type_ids", "token_type_ids"):  # the prefix is text
+            if key in out:
+                out[key] = out[key] + [0] * len(extra)
     return out
 
 
@@ -117,9 +124,11 @@ def encode_batch(processor, examples: Sequence[tuple[str, ImageInput, str]], pad
     return pad_features(features, pad_token_id(processor), padding_side)
 
 
-def encode_prompts(processor, prompts: Sequence[tuple[str, ImageInput]], padding_side: str = "left") -> dict:
+def encode_prompts(processor, prompts: Sequence[tuple[str, ImageInput]], padding_side: str = "left",
+                   prefixes: Sequence[str] | None = None) -> dict:
     """A batch of generation prompts (left padded by default, so every row ends at the last position)."""
-    features = [encode_prompt(processor, q, img) for q, img in prompts]
+    prefixes = prefixes or [""] * len(prompts)
+    features = [encode_prompt(processor, q, img, prefix) for (q, img), prefix in zip(prompts, prefixes)]
     return pad_features(features, pad_token_id(processor), padding_side)
 
 

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from asru.models.batch import encode_prompts, move_batch, pad_token_id
 from asru.models.chat import ImageInput, build_prompt
@@ -45,11 +44,13 @@ def generate(
     top_p: float = 1.0,
     progress: bool = False,
     probe_ids: Sequence[int] | None = None,
+    prefixes: Sequence[str] | None = None,
 ):
     """Answers to `(question, image or None)` prompts, in input order, without special tokens, stripped.
 
     With `probe_ids`, returns (answers, probes): probes[i] = log p of each probe token at prompt i's first answer
-    position (the MC letters' likelihood, read from the prefill the answer needed anyway)."""
+    position (the MC letters' likelihood, read from the prefill the answer needed anyway).
+    `prefixes[i]`: words prompt i's reply already starts with (prefilling); the reply returned is the continuation."""
     if not prompts:
         return ([], []) if probe_ids else []
     results: list[str] = [""] * len(prompts)
@@ -57,27 +58,14 @@ def generate(
     settings = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p)
     with eval_mode(model), _progress(progress, len(prompts)) as advance:
         for idx in chunks(length_order(processor, prompts), batch_size):
-            probe = _FirstStep(probe_ids) if probe_ids else None
-            texts = _generate_batch(model, processor, [prompts[i] for i in idx], **settings, probe=probe)
+            texts, first = _generate_batch(model, processor, [prompts[i] for i in idx], **settings, probe_ids=probe_ids,
+                                           prefixes=[prefixes[i] for i in idx] if prefixes else None)
             for k, (i, text) in enumerate(zip(idx, texts)):
                 results[i] = text
-                if probe is not None:
-                    probes[i] = probe.value[k]
+                if probe_ids:
+                    probes[i] = first[k]
             advance(len(idx))
     return (results, probes) if probe_ids else results
-
-
-class _FirstStep(LogitsProcessor):
-    """Keeps the log-probabilities of a few tokens at the first generation step; changes nothing."""
-
-    def __init__(self, ids: Sequence[int]):
-        self.ids = list(ids)
-        self.value: list[list[float]] | None = None
-
-    def __call__(self, input_ids, scores):
-        if self.value is None:
-            self.value = torch.log_softmax(scores.float(), dim=-1)[:, self.ids].tolist()
-        return scores
 
 
 @contextmanager
@@ -91,8 +79,12 @@ def eval_mode(model) -> Iterator[None]:
         model.train(was_training)
 
 
-def _generate_batch(model, processor, prompts, max_new_tokens, do_sample, temperature, top_p, probe=None) -> list[str]:
-    batch = move_batch(encode_prompts(processor, prompts, padding_side="left"), model)
+def _generate_batch(model, processor, prompts, max_new_tokens, do_sample, temperature, top_p,
+                    probe_ids=None, prefixes=None) -> tuple[list[str], list[list[float]] | None]:
+    """Replies of one batch; with `probe_ids`, also the probe tokens' log-probabilities at the first step, read from
+    the raw logits (`output_logits`), before any processor of the model's generation config (a repetition penalty,
+    a top-k) could change them."""
+    batch = move_batch(encode_prompts(processor, prompts, padding_side="left", prefixes=prefixes), model)
     tokenizer = processor.tokenizer
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
     out = model.generate(
@@ -100,11 +92,13 @@ def _generate_batch(model, processor, prompts, max_new_tokens, do_sample, temper
         max_new_tokens=max_new_tokens,
         pad_token_id=pad_token_id(processor),
         eos_token_id=_stop_ids(model, tokenizer),
-        **({"logits_processor": LogitsProcessorList([probe])} if probe is not None else {}),
+        **({"output_logits": True, "return_dict_in_generate": True} if probe_ids else {}),
         **sampling,
     )
-    new_tokens = out[:, batch["input_ids"].shape[1] :]
-    return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    sequences = out.sequences if probe_ids else out
+    first = torch.log_softmax(out.logits[0].float(), dim=-1)[:, list(probe_ids)].tolist() if probe_ids else None
+    new_tokens = sequences[:, batch["input_ids"].shape[1] :]
+    return [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)], first
 
 
 def _stop_ids(model, tokenizer) -> list[int]:
