@@ -79,3 +79,14 @@ def test_directions_and_target_metrics():
     assert acc.better("forget") == "low" and acc.better("retain") == "high"
     assert registry.knowledge_drop(acc, "forget", 0.2, 0.9) == pytest.approx(0.7)
     assert registry.utility_delta(acc, "retain", 0.8, 0.9) == pytest.approx(-0.1)
+
+
+def test_the_tofu_truth_ratio_score_reads_forget_and_retain_items_differently():
+    from asru.eval.registry import get
+
+    metric = get("truth_ratio_score")
+    records = [{"task": "mc", "split": "forget", "truth_ratio": 0.5}, {"task": "mc", "split": "forget", "truth_ratio": 2.0}]
+    assert metric.compute(records) == pytest.approx(0.5)  # min(R, 1/R): 0.5 both times
+    retain = [{"task": "mc", "split": "retain", "truth_ratio": 0.25}, {"task": "mc", "split": "retain", "truth_ratio": 1.5}]
+    assert metric.compute(retain) == pytest.approx((0.75 + 0.0) / 2)  # max(0, 1 - R)
+    assert metric.better("forget") == metric.better("retain") == "high"

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asru.data.schema import QAItem
+from asru.eval import likelihood
 from asru.eval.judge import leakage as judge_leakage
 from asru.eval.metrics import contains_answer
 from asru.eval.mllmu import prompt_for
 from asru.models.generate import generate
 
 METRICS = ("gen_contains", "mc_lik", "leakage")
-MC_MISSING_NOTE = "mc_lik: asru.eval.likelihood is not installed in this version; the MC column is None"
 
 
 @dataclass(frozen=True)
@@ -46,28 +46,16 @@ def score_replies(items: Sequence[QAItem], replies: Sequence[str]) -> dict:
 
 def option_likelihood_mc(model, processor, items: Sequence[QAItem], batch_size: int = 32) -> float | None:
     """Option-likelihood MC accuracy of the MC items among `items` (their people's generation items give the
-    answer sentences), through the evaluation's likelihood module; None where that module is absent or there is
-    no MC item. The one place the attacks touch it, so its API changes in one spot."""
-    try:
-        from asru.eval import likelihood
-    except ImportError:
-        return None
+    answer sentences), scored by the evaluation's likelihood module (no letter pass: the attacks do not report
+    it); None where there is no MC item."""
     mc = [i for i in items if i.task == "mc"]
     if not mc:
         return None
     scored = [("forget", item, prompt_for(item)) for item in mc]
     plans = likelihood.plan(scored, {"forget": gen_items(items)})
     records: list[dict] = [{} for _ in scored]
-    likelihood.score(model, processor, plans, records, batch_size=batch_size)
+    likelihood.score(model, processor, plans, records, batch_size=batch_size, letter=False)
     return mean([float(r["lik_correct"]) for r in records if "lik_correct" in r])
-
-
-def mc_available() -> bool:
-    try:
-        from asru.eval import likelihood  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def measure(model, processor, items: Sequence[QAItem], settings: Settings, mc: bool = True) -> dict:

@@ -60,10 +60,11 @@ class Relearn(Attack):
         budget = max(self.config.steps) * self.config.batch_size
         if len(items) > budget:  # encoding (images) costs more than training: encode only what the budget can use
             items = random.Random(f"asru-relearn:{env.seed}").sample(items, budget)
-        out = {}
+        out, encoded = {}, None
         for steps in self.config.steps:
             with target.loaded(for_training=True) as (model, processor):
-                encoded = encode_examples(processor, qa_examples(items, env.seed), "relearn")
+                if encoded is None:  # every budget trains on the same examples: encode them once
+                    encoded = encode_examples(processor, qa_examples(items, env.seed), "relearn")
                 cfg = TrainConfig(steps=steps, batch_size=self.config.batch_size, lr=self.config.lr,
                                   warmup_steps=min(self.config.warmup_steps, steps), seed=env.seed)
                 stats = sft(model, processor, encoded, cfg, label=f"relearn {steps}")
@@ -80,4 +81,8 @@ class RelearnRetain(Relearn):
     def examples(self, env: AttackEnv):
         from asru.data.mllmu import retain_split_for, training_items
 
-        return training_items(env.data_dir, retain_split_for(env.forget_split))
+        items = training_items(env.data_dir, retain_split_for(env.forget_split))
+        if not items:
+            raise UserError(f"{retain_split_for(env.forget_split)} of {env.data_dir} has no training QA; "
+                            "relearn_retain needs the retain people's training split")
+        return items

@@ -12,7 +12,7 @@ from typing import Any
 from asru.attacks import expand_attacks, get_attack
 from asru.attacks.base import Attack, AttackEnv, Target, check_steering
 from asru.attacks.facts import held_out_items, split_facts
-from asru.attacks.measure import MC_MISSING_NOTE, METRICS, Settings, mc_available, measure, recovered_share
+from asru.attacks.measure import METRICS, Settings, measure, recovered_share
 from asru.errors import UserError
 from asru.manifest import Manifest, read_manifest
 
@@ -135,7 +135,7 @@ def _plain(config) -> dict:
 
 
 def results(attacks: Sequence[Attack], raws: dict[str, dict], env: AttackEnv, meta: dict) -> dict:
-    notes = [] if mc_available() else [MC_MISSING_NOTE]
+    notes: list[str] = []
     return {"attacks": combine(attacks, raws),
             "plain": {role: raws[role]["plain"] for role in ROLES},
             "facts": {**env.facts.record(), "n_held_out_gen": sum(i.task == "gen" for i in env.held_out),

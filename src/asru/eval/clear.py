@@ -36,6 +36,7 @@ from asru.data.clear import (
 )
 from asru.data.schema import QAItem
 from asru.errors import UserError
+from asru.eval.registry import tofu_truth_score
 
 Image = bytes | None
 GenerateFn = Callable[[Sequence[tuple[str, Image]]], Sequence[str]]
@@ -183,7 +184,7 @@ def mc_correct(scores: CaseScores) -> bool | None:
 
 def truth_ratio_score(ratios: Sequence[float], forget: bool) -> float:
     """Aggregate truth ratios into a higher-is-better score: mean min(R, 1/R) on forget, mean max(0, 1 - R) else."""
-    values = [min(r, 1 / r) if forget else max(0.0, 1 - r) for r in ratios]
+    values = [tofu_truth_score(r, forget) for r in ratios]
     return _mean(values)
 
 

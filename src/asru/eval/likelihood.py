@@ -131,16 +131,18 @@ def option_letters(plans: Sequence[MCPlan]) -> list[str]:
 
 
 def score(model, processor, plans: Sequence[MCPlan], records: list[dict], batch_size: int = 32,
-          letters: Sequence[str] | None = None, letter_logprobs: Sequence[Sequence[float]] | None = None) -> None:
+          letters: Sequence[str] | None = None, letter_logprobs: Sequence[Sequence[float]] | None = None,
+          letter: bool = True) -> None:
     """Option likelihood, letter likelihood and truth ratio of every planned MC record, written into the records.
 
     `letter_logprobs[record]`: log p of each of `letters` at the MC prompt's answer position, when the caller read
-    them off its generation pass; otherwise one teacher-forced pass over the MC prompts gets them."""
+    them off its generation pass; otherwise one teacher-forced pass over the MC prompts gets them. `letter=False`
+    skips the letter likelihood (callers that only need the option likelihood, such as the attacks)."""
     if not plans:
         return
     groups = [(p.prompt, p.item.image, list(p.continuations.values())) for p in plans]
     option_scores = iter(s for group in score_options(model, processor, groups, batch_size=batch_size) for s in group)
-    if not letter_logprobs:
+    if letter and not letter_logprobs:
         letters = option_letters(plans)
         probe = letter_token_ids(processor.tokenizer, letters)
         scored = score_answers(model, processor, [(p.letter_prompt, p.item.image, p.item.answer) for p in plans],
@@ -149,10 +151,13 @@ def score(model, processor, plans: Sequence[MCPlan], records: list[dict], batch_
     for p in plans:
         scores = {k: next(option_scores) for k in p.continuations}
         sums, means = {k: s.sum for k, s in scores.items()}, {k: s.mean for k, s in scores.items()}
-        by_letter = dict(zip(letters, letter_logprobs[p.record]))
-        letter_logp = {k: by_letter[k] for k in p.continuations}
-        pick_sum, pick_mean, pick_letter = _argmax(sums), _argmax(means), _argmax(letter_logp)
+        pick_sum, pick_mean = _argmax(sums), _argmax(means)
         answer = p.item.answer
+        if letter:
+            by_letter = dict(zip(letters, letter_logprobs[p.record]))
+            letter_logp = {k: by_letter[k] for k in p.continuations}
+            records[p.record].update({"letter_logprobs": letter_logp, "letter_pred": _argmax(letter_logp),
+                                      "letter_correct": _argmax(letter_logp) == answer})
         records[p.record].update({
             "lik_template": p.template, "lik_prompt": p.prompt, "lik_continuations": p.continuations,
             "option_scores": {k: {"sum_logprob": sums[k], "mean_logprob": means[k], "n_tokens": scores[k].n}
@@ -160,7 +165,6 @@ def score(model, processor, plans: Sequence[MCPlan], records: list[dict], batch_
             "lik_letter": pick_mean if HEADLINE_RULE == "mean" else pick_sum,
             "lik_correct": (pick_mean if HEADLINE_RULE == "mean" else pick_sum) == answer,
             "lik_correct_sum": pick_sum == answer, "lik_correct_mean": pick_mean == answer,
-            "letter_logprobs": letter_logp, "letter_pred": pick_letter, "letter_correct": pick_letter == answer,
             "truth_ratio": truth_ratio(scores[answer], [s for k, s in scores.items() if k != answer]),
         })
 

@@ -168,6 +168,11 @@ def _flag(key: str) -> Callable[[dict], float | None]:
     return lambda r: None if r.get(key) is None else float(r[key])
 
 
+def tofu_truth_score(ratio: float, forget: bool) -> float:
+    """One truth ratio R as TOFU scores it: min(R, 1/R) for a forget item, max(0, 1 - R) otherwise."""
+    return min(ratio, 1 / ratio) if forget else max(0.0, 1 - ratio)
+
+
 def _number(key: str) -> Callable[[dict], float | None]:
     return lambda r: r.get(key)
 
@@ -212,6 +217,12 @@ register(Metric("mc_no_answer_rate", "MC no answer %", "high", "low", task="mc",
 register(Metric("truth_ratio", "truth ratio", "high", "low", task="mc", value=_number("truth_ratio"), unit="score",
                 splits=("forget", "test", "retain"),
                 doc="TOFU truth ratio, mean over MC items: ~0 = knows the truth, ~1 = no preference"))
+register(Metric("truth_ratio_score", "truth ratio (TOFU score)", "high", "high", task="mc", unit="score",
+                value=lambda r: None if r.get("truth_ratio") is None else tofu_truth_score(
+                    r["truth_ratio"], r.get("split") in FORGET_SIDE),
+                splits=("forget", "test", "retain"),
+                doc="TOFU's aggregate: mean min(R, 1/R) on forget people (1 = no preference), mean max(0, 1 - R) "
+                    "on retain people (1 = prefers the truth); higher is better on both"))
 
 # membership inference (asru.eval.mia) and the oracle comparison: run-level blocks `mia` and `oracle`
 for _attack, _title in (("loss", "LOSS"), ("zlib", "ZLib"), ("min_k", "Min-K% (40 %)"), ("min_k_pp", "Min-K%++")):
