@@ -1,4 +1,5 @@
-"""Two processes (`accelerate launch` with configs/accelerate/cpu.yaml, and torchrun; gloo on CPU) run the vanilla fine-tune, GA-Diff and NPO like one process does: the same
+"""Two processes (`accelerate launch` with configs/accelerate/cpu.yaml, and torchrun; gloo on CPU) run the vanilla
+fine-tune, GA-Diff, NPO and both ASRU stages like one process does: the same
 optimizer steps, weights close to the one-process run's, and a saved model that loads and generates.
 
 Why "close", not equal: each process takes half of every batch (accelerate `split_batches`) and DDP averages the
@@ -86,6 +87,39 @@ def test_two_processes_unlearn_like_one(method, tolerance, setup, tmp_path):
     _two_processes("unlearn", method, "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "two"),
                    "--preset", preset)
     _compare(one / "model", tmp_path / "two" / "model", model_dir, one, tmp_path / "two", tolerance)
+
+
+def test_two_processes_run_both_asru_stages(micro_world, micro_models, micro_refusing_base, tmp_path):
+    """ASRU under torchrun: stage 1 (steering vector, then redirection through the Trainer) and stage 2 (TRL's
+    GRPO). Both processes compute the same vector (rank 0 writes it, every rank reads it back), stage 1 ends close
+    to the one-process weights, GRPO takes as many optimizer steps, and the final model loads and generates. GRPO's
+    weights are not compared: each process samples its own completions, so the update differs by design."""
+    import yaml
+
+    from test_asru import FAST
+
+    from asru.config import load_preset
+    from asru.methods.asru import STEERING_FILE
+    from asru.steering.direction import SteeringVector
+
+    preset = load_preset("micro")
+    preset["methods"]["asru"] = {**preset["methods"]["asru"], **FAST}
+    preset_path = tmp_path / "preset.yaml"
+    preset_path.write_text(yaml.safe_dump(preset))
+    vanilla, one, two = micro_models[1], tmp_path / "one", tmp_path / "two"
+    unlearn_stage("asru", vanilla, micro_world, one, "forget_10", base=micro_refusing_base, preset=str(preset_path))
+    _two_processes("unlearn", "asru", "--model", str(vanilla), "--base", str(micro_refusing_base), "--data",
+                   str(micro_world), "--out", str(two), "--preset", str(preset_path))
+    v1, v2 = (SteeringVector.load(d / STEERING_FILE) for d in (one, two))
+    assert v1.layer == v2.layer and torch.allclose(v1.vector, v2.vector, atol=1e-5)
+    w1, w2, w0 = (load_model(p, device="cpu")[0].state_dict() for p in (one / "stage1", two / "stage1", vanilla))
+    assert _l2(w1, w2) <= 0.3 * _l2(w1, w0)
+    s1, s2 = (json.loads((d / "stage2.json").read_text()) for d in (one, two))
+    assert s1["steps"] == s2["steps"] > 0
+    model, processor = load_model(two / "model", device="cpu")
+    from asru.models.generate import generate
+
+    assert len(generate(model, processor, [("Who is this?", None)], max_new_tokens=3)) == 1
 
 
 @pytest.mark.parametrize("name", ["ddp", "zero2", "zero3", "fsdp", "cpu"])

@@ -24,6 +24,15 @@ MANIFEST = "manifest.json"
 def is_main_process() -> bool:
     """Rank 0 of a torchrun / accelerate launch run (or the only process): the one that writes files."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def wait_for_everyone() -> None:
+    """In a multi-process run, let every process reach this point (rank 0 has finished writing what the others
+    read next); a no-op in one process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
 _PACKAGES = ("asru", "torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
 
 

@@ -18,6 +18,7 @@ from asru.data.boundary import build_boundary
 from asru.data.mllmu import read_split
 from asru.data.prompts import gen_prompt
 from asru.errors import UserError
+from asru.manifest import is_main_process, wait_for_everyone
 from asru.methods.base import Method, UnlearnContext
 from asru.steering.direction import SteeringVector, compute_steering_vector, model_fingerprint
 from asru.steering.redirect import RedirectConfig, redirect
@@ -140,7 +141,9 @@ class ASRU(Method):
         if 2 in stages:
             stats["stage2"] = self._stage(ctx, "stage2", lambda: self.stage2(ctx, current))
             current = ctx.out_dir / "stage2"
-        _link_copy(current, ctx.model_out)
+        if is_main_process():
+            _link_copy(current, ctx.model_out)
+        wait_for_everyone()
         return stats
 
     def _stage(self, ctx: UnlearnContext, name: str, run) -> dict:
@@ -153,7 +156,8 @@ class ASRU(Method):
                 result = run()
         else:
             result = run()
-        marker.write_text(json.dumps(result, indent=2, default=str))
+        if is_main_process():
+            marker.write_text(json.dumps(result, indent=2, default=str))
         return result
 
     def stage1_dir(self, ctx: UnlearnContext) -> Path:
@@ -187,7 +191,9 @@ class ASRU(Method):
         del base
         steering.metadata.update(vanilla_fingerprint=model_fingerprint(ctx.model_dir),
                                  base_fingerprint=model_fingerprint(ctx.base_dir))
-        steering.save(ctx.out_dir / STEERING_FILE)
+        if is_main_process():  # every process computed the same vector; rank 0 writes it, all read it back
+            steering.save(ctx.out_dir / STEERING_FILE)
+        wait_for_everyone()
         retain = retain_examples(ctx, cfg.redirect_retain_ratio * len(ctx.forget_items))
         stats = redirect(vanilla, processor, SteeringVector.load(ctx.out_dir / STEERING_FILE), forget, retain, cfg.redirect)
         save_model(vanilla, processor, ctx.out_dir / "stage1")

@@ -30,6 +30,7 @@ import torch
 from asru.data.prompts import gen_prompt
 from asru.data.schema import QAItem
 from asru.errors import UserError
+from asru.manifest import is_main_process
 from asru.methods.base import Method, UnlearnContext
 from asru.models.load import save_model
 from asru.models.layers import check_layer, num_layers
@@ -128,7 +129,8 @@ class MLLMEraser(Method):
                              "retain_prompts": str(len(retain)), "retain_rank": str(steering.retain_basis.shape[1]),
                              "forget_rank": str(steering.forget_basis.shape[1])}
         save_model(model, processor, ctx.model_out)
-        steering.save(ctx.model_out / STEERING_FILE)
+        if is_main_process():  # training-free: every process built the same steering; rank 0 writes it
+            steering.save(ctx.model_out / STEERING_FILE)
         return {"layer": layer, "retain_rank": steering.retain_basis.shape[1],
                 "forget_rank": steering.forget_basis.shape[1], "vector_norm": steering.vector.norm().item(),
                 "gate_forget_mean": steering.gate_value(forget).mean().item(),

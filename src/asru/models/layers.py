@@ -22,7 +22,11 @@ _LAYER_PATHS = (
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The underlying transformers model of a PEFT-wrapped model (the model itself otherwise)."""
+    """The underlying transformers model of a DDP- or PEFT-wrapped model (the model itself otherwise): the
+    Trainer wraps the model in DistributedDataParallel in a multi-process run, and its hooks must reach the
+    layers inside."""
+    while isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 

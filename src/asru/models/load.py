@@ -155,11 +155,16 @@ def _first_line(err: Exception) -> str:
 def save_model(model, processor, out: Path) -> Path:
     """Write model + processor as a plain `save_pretrained` directory, atomically (a failed save leaves the previous
     directory intact), with generation settings restored (use_cache on, left padding)."""
-    from asru.manifest import is_main_process
+    from asru.manifest import is_main_process, wait_for_everyone
 
     out = Path(out)
-    if not is_main_process():  # a multi-process run: every process holds the same weights, rank 0 writes them
-        return out
+    if is_main_process():  # a multi-process run: every process holds the same weights, rank 0 writes them
+        _write_model(model, processor, out)
+    wait_for_everyone()  # the others may read the directory next
+    return out
+
+
+def _write_model(model, processor, out: Path) -> None:
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -172,4 +177,3 @@ def save_model(model, processor, out: Path) -> Path:
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    return out
