@@ -1,7 +1,7 @@
 """Wall time of `asru eval` with and without the knowledge-in-the-weights metrics (likelihood MC, letter likelihood,
 truth ratio, membership inference); issue 10 asks for at most 1.5x.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/eval_cost.py --model runs/demo/vanilla --data runs/demo/world \
+    PYTHONPATH=src python benchmarks/eval_cost.py --model runs/demo/vanilla --data runs/demo/world \
         [--preset tiny] [--limit N]
 
 Both runs use the preset's eval settings and skip the offline judge (identical in both, so it would only dilute
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from asru.config import load_preset
+from asru.config import apply_threads, load_preset
 from asru.eval.mllmu import evaluate
 from asru.models.load import load_model
 
@@ -28,8 +28,9 @@ def main() -> None:
     parser.add_argument("--forget-split", default="forget_10")
     parser.add_argument("--limit", type=int, default=None, help="retain people (default: all)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    settings = load_preset(args.preset).get("eval", {})
+    preset = load_preset(args.preset)
+    threads = apply_threads(preset)  # the preset's thread count, as `asru eval` runs
+    settings = preset.get("eval", {})
     model, processor = load_model(args.model)
     times = {}
     for likelihood in (False, True):
@@ -41,6 +42,7 @@ def main() -> None:
         extra = results["meta"]["likelihood"] or {}
         print(f"likelihood={likelihood}: {times[likelihood]:.1f} s (likelihood part {extra.get('seconds')} s, "
               f"MIA {'on' if 'mia' in results else 'off'})")
+    print(f"threads: {threads or torch.get_num_threads()}")
     print(f"ratio with / without: {times[True] / times[False]:.2f}x")
 
 

@@ -6,6 +6,8 @@ Each generated table sits between `<!-- figures:NAME -->` and `<!-- /figures:NAM
 outside the markers is prose and is left alone. The figures come only from the run directory (results JSONs and
 manifests), so docs cannot drift from what the code produces: re-run `make demo` on a fresh clone, then this
 script, and the docs state what that clone measured. `--check` changes nothing and exits 1 when a table is stale.
+The `comparison` table needs `asru compare ... --out <runs>/compare_<split>` (docs/results.md gives the command);
+the `null-edit` one `python benchmarks/null_edit.py --runs <runs>`; tables whose runs are absent are left as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import json
 import re
 import sys
 from pathlib import Path
+
+from asru.compare import claim_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = (ROOT / "docs" / "results.md", ROOT / "README.md")
@@ -146,9 +150,87 @@ def readme_status(runs: Path) -> str:
             f"never-seen faces (image / text) and answers {v['general_vqa_acc']:.0%} of general visual questions.")
 
 
+def _get(results: dict, path: str):
+    block = results
+    for key in path.split("."):
+        block = block.get(key) if isinstance(block, dict) else None
+    return block
+
+
+def _mean_std(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    values = [scale * v for v in values if v is not None]
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _lik_mean(results: dict, split: str) -> float | None:
+    cells = [_get(results, f"{split}.mc_{k}_lik_acc") for k in ("image", "text")]
+    return None if None in cells else sum(cells) / 2
+
+
+def _best_auc(results: dict) -> float | None:
+    aucs = [x for x in (results.get("mia") or {}).values() if isinstance(x, (int, float))]
+    return max(aucs) if aucs else None
+
+
+COMPARISON_COLUMNS = (  # (header, value of one results.json given the vanilla's, scale, digits)
+    ("forget refusal", lambda r, v: _get(r, "forget.gen_refusal_rate"), 1, 3),
+    ("forget answer-contains", lambda r, v: _get(r, "forget.gen_contains"), 1, 3),
+    ("Test_Set refusal", lambda r, v: _get(r, "test.gen_refusal_rate"), 1, 3),
+    ("retain answer-contains change (pts)",
+     lambda r, v: _get(r, "retain.gen_contains") - _get(v, "retain.gen_contains"), 100, 1),
+    ("retain refusal", lambda r, v: _get(r, "retain.gen_refusal_rate"), 1, 3),
+    ("forget likelihood MC (image+text)", lambda r, v: _lik_mean(r, "forget"), 1, 3),
+    ("retain likelihood MC (image+text)", lambda r, v: _lik_mean(r, "retain"), 1, 3),
+    ("Forget Quality (KS p)", lambda r, v: _get(r, "oracle.forget_quality"), 1, 3),
+    ("best MIA AUC", lambda r, v: _best_auc(r), 1, 3),
+)
+
+
+def comparison_table(runs: Path, split: str) -> str | None:
+    """Every method of `<runs>/compare_<split>` (mean ± std over its seeds) beside the vanilla model and the
+    oracle, with the columns that tell removal from hiding, and the paper's three relative claims."""
+    root = runs / f"compare_{split}"
+    claims_path = root / "claims.json"
+    if not claims_path.exists():
+        return None
+    claims = _load(claims_path)
+    vanilla = _load(root / "results" / "vanilla.json")
+    oracle = _load(root / "results" / "oracle.json") if (root / "results" / "oracle.json").exists() else None
+    seeds = {d.name: [_load(f) for f in sorted(d.glob("seed*.json")) if not f.name.endswith(".oracle.json")]
+             for d in sorted((root / "results").iterdir()) if d.is_dir()}
+    heads = [h for h, *_ in COMPARISON_COLUMNS]
+    rows = ["| model | seeds | " + " | ".join(heads) + " | effectiveness | generation quality | utility change (pts) |",
+            "|---|---|" + "---|" * (len(heads) + 3)]
+    per_method = claims.get("per_method", {})
+    order = sorted(seeds, key=lambda m: -(per_method.get(m, {}).get("effectiveness") or 0))
+    for name in order:
+        cells = [_mean_std([f(r, vanilla) for r in seeds[name]], scale, digits) for _, f, scale, digits in COMPARISON_COLUMNS]
+        m = per_method.get(name, {})
+        claim = claim_cells(m) if m else ["-"] * 3
+        label = f"**{name}**" if name == "asru" else name
+        rows.append(f"| {label} | {len(seeds[name])} | " + " | ".join(cells) + " | " + " | ".join(claim) + " |")
+    for name, r in (("vanilla", vanilla), ("retain-only oracle", oracle)):
+        if r is not None:
+            cells = [_mean_std([f(r, vanilla)], scale, digits) for _, f, scale, digits in COMPARISON_COLUMNS]
+            rows.append(f"| {name} | 1 | " + " | ".join(cells) + " | - | - | - |")
+    avg = claims.get("asru_vs_average_baseline")
+    if avg:
+        rows.append(f"\nASRU vs the average baseline: effectiveness {avg['effectiveness_gain_pct']:+.1f} % (paper "
+                    f"+24.6 %), generation quality x{avg['generation_quality_ratio']:.2f} (paper x5.8), ASRU's utility "
+                    f"change {avg['utility_change_points']:+.1f} points (paper: within 3).")
+    return "\n".join(rows)
+
+
 def blocks(runs: Path, split: str) -> dict[str, str]:
     out = {"vanilla": vanilla_table(runs, split), "readme-status": readme_status(runs)}
-    for name, table in (("null-edit", null_edit_table(runs, split)), ("knowledge", knowledge_table(runs, split))):
+    for name, table in (("null-edit", null_edit_table(runs, split)), ("knowledge", knowledge_table(runs, split)),
+                        ("comparison", comparison_table(runs, split))):
         if table is not None:
             out[name] = table
     return out
