@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from asru.compare import claim_cells
+from asru.eval.likelihood import forget_quality
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = (ROOT / "docs" / "results.md", ROOT / "README.md")
@@ -90,6 +91,11 @@ def vanilla_table(runs: Path, split: str) -> str:
     return "\n".join(rows) + note
 
 
+def _aucs(results: dict) -> dict:
+    """The membership-inference AUCs of a results file (the `mia` block also holds counts and the holdout name)."""
+    return {k: v for k, v in (results.get("mia") or {}).items() if k.endswith("_auc")}
+
+
 def _lik(r: dict, split: str) -> tuple[float | None, float | None]:
     return r[split].get("mc_image_lik_acc"), r[split].get("mc_text_lik_acc")
 
@@ -105,7 +111,7 @@ def knowledge_table(runs: Path, split: str) -> str | None:
                                                                                            ("oracle", o))}
     mean = {name: sum(c) / len(c) for name, c in cells.items()}
     fq = (v.get("oracle") or {}).get("forget_quality")
-    mia_v, mia_o = v.get("mia") or {}, o.get("mia") or {}
+    mia_v, mia_o = _aucs(v), _aucs(o)
     best_v = max((x for x in mia_v.values() if x is not None), default=None)
     oracle_aucs = [x for x in mia_o.values() if x is not None]
     show = lambda c: " / ".join(_f(x) for x in c)  # noqa: E731
@@ -157,15 +163,17 @@ def _get(results: dict, path: str):
     return block
 
 
-def _mean_std(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+def _mean_std(values: list[float], scale: float = 1.0, digits: int | str = 3) -> str:
+    """mean ± sample std; `digits` decimals, or "g" for two significant digits (p-values spanning decades)."""
     values = [scale * v for v in values if v is not None]
     if not values:
         return "-"
+    spec = ".2g" if digits == "g" else f".{digits}f"
     mean = sum(values) / len(values)
     if len(values) == 1:
-        return f"{mean:.{digits}f}"
+        return f"{mean:{spec}}"
     std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:{spec}} ± {std:{spec}}"
 
 
 def _lik_mean(results: dict, split: str) -> float | None:
@@ -174,7 +182,7 @@ def _lik_mean(results: dict, split: str) -> float | None:
 
 
 def _best_auc(results: dict) -> float | None:
-    aucs = [x for x in (results.get("mia") or {}).values() if isinstance(x, (int, float))]
+    aucs = [x for x in _aucs(results).values() if x is not None]
     return max(aucs) if aucs else None
 
 
@@ -187,7 +195,7 @@ COMPARISON_COLUMNS = (  # (header, value of one results.json given the vanilla's
     ("retain refusal", lambda r, v: _get(r, "retain.gen_refusal_rate"), 1, 3),
     ("forget likelihood MC (image+text)", lambda r, v: _lik_mean(r, "forget"), 1, 3),
     ("retain likelihood MC (image+text)", lambda r, v: _lik_mean(r, "retain"), 1, 3),
-    ("Forget Quality (KS p)", lambda r, v: _get(r, "oracle.forget_quality"), 1, 3),
+    ("Forget Quality (KS p)", lambda r, v: r.get("_forget_quality"), 1, "g"),
     ("best MIA AUC", lambda r, v: _best_auc(r), 1, 3),
 )
 
@@ -202,8 +210,13 @@ def comparison_table(runs: Path, split: str) -> str | None:
     claims = _load(claims_path)
     vanilla = _load(root / "results" / "vanilla.json")
     oracle = _load(root / "results" / "oracle.json") if (root / "results" / "oracle.json").exists() else None
-    seeds = {d.name: [_load(f) for f in sorted(d.glob("seed*.json")) if not f.name.endswith(".oracle.json")]
+    seeds = {d.name: [_load(f) for f in sorted(d.glob("seed*.json")) if re.fullmatch(r"seed\d+\.json", f.name)]
              for d in sorted((root / "results").iterdir()) if d.is_dir()}
+    for r in [vanilla, *(r for runs_ in seeds.values() for r in runs_)] + ([oracle] if oracle else []):
+        # the comparison adds Forget Quality against its oracle in memory (compare.add_oracle_comparison); the same
+        # KS test from the saved truth ratios
+        r["_forget_quality"] = (forget_quality(r["forget_truth_ratios"], oracle["forget_truth_ratios"])
+                                if oracle and r.get("forget_truth_ratios") else None)
     heads = [h for h, *_ in COMPARISON_COLUMNS]
     rows = ["| model | seeds | " + " | ".join(heads) + " | effectiveness | generation quality | utility change (pts) |",
             "|---|---|" + "---|" * (len(heads) + 3)]
@@ -238,8 +251,8 @@ def blocks(runs: Path, split: str) -> dict[str, str]:
 
 def substitute(text: str, generated: dict[str, str]) -> str:
     for name, body in generated.items():
-        pattern = re.compile(rf"(<!-- figures:{re.escape(name)} -->\n).*?(\n<!-- /figures:{re.escape(name)} -->)", re.S)
-        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+        pattern = re.compile(rf"(<!-- figures:{re.escape(name)} -->\n)(?:.*?\n)?(<!-- /figures:{re.escape(name)} -->)", re.S)
+        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
     return text
 
 
