@@ -76,3 +76,11 @@ def test_eval_refuses_the_oracle_of_another_split_before_writing(micro_world, mi
     with pytest.raises(UserError, match="leaves out forget_5, not forget_10"):
         eval_stage(vanilla, micro_world, out, "forget_10", "micro", limit=2, oracle=oracle)
     assert not out.exists() and not out.with_name("vanilla.oracle.json").exists()
+
+
+def test_an_oracle_of_another_seed_is_the_same_recipe(micro_world, micro_models, tmp_path):
+    base, vanilla = micro_models
+    out, _ = oracle_stage(base, micro_world, tmp_path / "oracle1", "forget_10", "micro", seed=1)
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert config["vanilla"]["train"]["seed"] == 1
+    assert check_oracle(out, vanilla, "forget_10") == "forget_10"  # the seed is not part of the binding

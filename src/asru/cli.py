@@ -74,9 +74,10 @@ def oracle(base: Path = typer.Option(..., "--base", help="base model directory (
            data: Path = typer.Option(..., "--data", help="benchmark directory"),
            forget_split: str = typer.Option("forget_10", "--forget-split", help="the people the oracle never sees"),
            out: Path = typer.Option(..., "--out"), preset: str = PRESET, force: bool = FORCE,
-           resume: bool = RESUME) -> None:
+           resume: bool = RESUME,
+           seed: Optional[int] = typer.Option(None, "--seed", help="training seed instead of the recipe's (a second oracle: Forget Quality's noise floor)")) -> None:
     """Fine-tune the base with the vanilla recipe on everyone except the forget split: the retain-only oracle."""
-    path, fresh = pipeline.oracle_stage(base, data, out, forget_split, preset, force=force, resume=resume)
+    path, fresh = pipeline.oracle_stage(base, data, out, forget_split, preset, force=force, resume=resume, seed=seed)
     _done("retain-only oracle", path, fresh)
 
 

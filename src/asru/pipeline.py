@@ -102,9 +102,10 @@ def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=Fal
 
 
 def oracle_stage(base, world, out, forget_split: str = "forget_10", preset: str = "tiny", force=False, reuse=False,
-                 resume=False):
+                 resume=False, seed: int | None = None):
     """The retain-only oracle: the base fine-tuned with the vanilla recipe on everyone but `forget_split`'s people,
-    the "never saw them" reference every forgetting figure is compared with."""
+    the "never saw them" reference every forgetting figure is compared with. `seed` replaces the recipe's training
+    seed (data order): two oracles of different seeds tell the Forget Quality test's noise floor."""
     from asru.data.mllmu import retain_split_for
     from asru.models.vanilla import VanillaConfig, build_vanilla
 
@@ -112,6 +113,8 @@ def oracle_stage(base, world, out, forget_split: str = "forget_10", preset: str 
     retain_split_for(forget_split)  # validates the split name
     settings = load_preset(preset)
     cfg = section(settings, "vanilla", VanillaConfig)
+    if seed is not None:
+        cfg.train.seed = seed
     config = {"preset": preset, "world": str(world.resolve()), "base": str(Path(base).resolve()),
               "threads": apply_threads(settings), "vanilla": to_dict(cfg), "without": forget_split}
     return run_stage(out, "oracle", config,
@@ -129,13 +132,20 @@ def check_oracle(oracle, vanilla, forget_split: str | None = None) -> str:
                         f"`asru oracle --base BASE --data DIR --forget-split SPLIT --out {oracle}`")
     for key, what in (("base", "base model"), ("world", "benchmark directory"), ("vanilla", "vanilla recipe"),
                       ("threads", "thread count")):
-        if v and o.get(key) != v.get(key):
+        if v and _unseeded(key, o.get(key)) != _unseeded(key, v.get(key)):
             raise UserError(f"oracle {oracle} was built from another {what} than the vanilla model {vanilla} "
                             f"({o.get(key)!r} vs {v.get(key)!r}); rebuild the oracle from the vanilla's base and data")
     if forget_split is not None and o.get("without") != forget_split:
         raise UserError(f"oracle {oracle} leaves out {o.get('without')}, not {forget_split}; "
                         f"build the oracle of {forget_split} with `asru oracle --forget-split {forget_split}`")
     return o["without"]
+
+
+def _unseeded(key: str, value):
+    """The vanilla recipe without its training seed: an oracle of another seed is still the same recipe."""
+    if key != "vanilla" or not isinstance(value, dict) or not isinstance(value.get("train"), dict):
+        return value
+    return {**value, "train": {k: v for k, v in value["train"].items() if k != "seed"}}
 
 
 def check_results_path(out: Path, force: bool) -> None:
