@@ -132,6 +132,11 @@ def knowledge_table(runs: Path, split: str) -> str | None:
                  f"({', '.join(f'{k[:-4]} {x:.3f}' for k, x in mia_o.items() if x is not None)})",
                  f"{min(oracle_aucs):.3f}-{max(oracle_aucs):.3f}" if oracle_aucs else "-", "within 0.5 +- 0.1",
                  bool(oracle_aucs) and all(abs(x - 0.5) <= 0.1 for x in oracle_aucs))]
+    second = runs / "eval" / f"oracle_{split}_seed1.json"  # `asru oracle --seed 1`, evaluated with --oracle
+    if second.exists():
+        fq2 = (_load(second).get("oracle") or {}).get("forget_quality")
+        rows.append(_row("Forget Quality of a second oracle (training seed 1) against the first (KS p)",
+                         "-" if fq2 is None else f"{fq2:.3f}", ">= 0.05", fq2 is not None and fq2 >= 0.05))
     return "\n".join(rows)
 
 
@@ -194,6 +199,7 @@ COMPARISON_COLUMNS = (  # (header, value of one results.json given the vanilla's
      lambda r, v: _get(r, "retain.gen_contains") - _get(v, "retain.gen_contains"), 100, 1),
     ("retain refusal", lambda r, v: _get(r, "retain.gen_refusal_rate"), 1, 3),
     ("forget likelihood MC (image+text)", lambda r, v: _lik_mean(r, "forget"), 1, 3),
+    ("removed share (likelihood)", lambda r, v: r.get("_removed"), 1, 2),
     ("retain likelihood MC (image+text)", lambda r, v: _lik_mean(r, "retain"), 1, 3),
     ("Forget Quality (KS p)", lambda r, v: r.get("_forget_quality"), 1, "g"),
     ("best MIA AUC", lambda r, v: _best_auc(r), 1, 3),
@@ -217,6 +223,9 @@ def comparison_table(runs: Path, split: str) -> str | None:
         # KS test from the saved truth ratios
         r["_forget_quality"] = (forget_quality(r["forget_truth_ratios"], oracle["forget_truth_ratios"])
                                 if oracle and r.get("forget_truth_ratios") else None)
+        # how far the forget likelihood MC moved from the vanilla's towards the oracle's: 0 = hidden, 1 = removed
+        ends = (_lik_mean(vanilla, "forget"), _lik_mean(oracle, "forget") if oracle else None, _lik_mean(r, "forget"))
+        r["_removed"] = (ends[0] - ends[2]) / (ends[0] - ends[1]) if None not in ends and ends[0] > ends[1] else None
     heads = [h for h, *_ in COMPARISON_COLUMNS]
     rows = ["| model | seeds | " + " | ".join(heads) + " | effectiveness | generation quality | utility change (pts) |",
             "|---|---|" + "---|" * (len(heads) + 3)]
