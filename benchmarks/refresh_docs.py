@@ -134,9 +134,15 @@ def knowledge_table(runs: Path, split: str) -> str | None:
                  bool(oracle_aucs) and all(abs(x - 0.5) <= 0.1 for x in oracle_aucs))]
     second = runs / "eval" / f"oracle_{split}_seed1.json"  # `asru oracle --seed 1`, evaluated with --oracle
     if second.exists():
-        fq2 = (_load(second).get("oracle") or {}).get("forget_quality")
+        o2 = _load(second)
+        fq2 = (o2.get("oracle") or {}).get("forget_quality")
         rows.append(_row("Forget Quality of a second oracle (training seed 1) against the first (KS p)",
                          "-" if fq2 is None else f"{fq2:.3f}", ">= 0.05", fq2 is not None and fq2 >= 0.05))
+        aucs2 = [x for x in _aucs(o2).values() if x is not None]
+        rows.append(_row("membership inference, second oracle: every AUC "
+                         f"({', '.join(f'{k[:-4]} {x:.3f}' for k, x in _aucs(o2).items() if x is not None)})",
+                         f"{min(aucs2):.3f}-{max(aucs2):.3f}" if aucs2 else "-", "within 0.5 +- 0.1 (reported)",
+                         bool(aucs2) and all(abs(x - 0.5) <= 0.1 for x in aucs2)))
     return "\n".join(rows)
 
 
