@@ -197,18 +197,32 @@ def _best_auc(results: dict) -> float | None:
     return max(aucs) if aucs else None
 
 
-COMPARISON_COLUMNS = (  # (header, value of one results.json given the vanilla's, scale, digits)
-    ("forget refusal", lambda r, v: _get(r, "forget.gen_refusal_rate"), 1, 3),
-    ("forget answer-contains", lambda r, v: _get(r, "forget.gen_contains"), 1, 3),
-    ("Test_Set refusal", lambda r, v: _get(r, "test.gen_refusal_rate"), 1, 3),
+def _forget_quality(results: dict, oracle: dict | None) -> float | None:
+    """The comparison adds Forget Quality in memory only (compare.add_oracle_comparison): the same KS test from
+    the saved truth ratios."""
+    if not oracle or not results.get("forget_truth_ratios"):
+        return None
+    return forget_quality(results["forget_truth_ratios"], oracle["forget_truth_ratios"])
+
+
+def _removed_share(results: dict, vanilla: dict, oracle: dict | None) -> float | None:
+    """How far the forget likelihood MC moved from the vanilla's towards the oracle's: 0 = hidden, 1 = removed."""
+    ends = (_lik_mean(vanilla, "forget"), _lik_mean(oracle, "forget") if oracle else None, _lik_mean(results, "forget"))
+    return (ends[0] - ends[2]) / (ends[0] - ends[1]) if None not in ends and ends[0] > ends[1] else None
+
+
+COMPARISON_COLUMNS = (  # (header, value of one results.json given the vanilla's and the oracle's, scale, digits)
+    ("forget refusal", lambda r, v, o: _get(r, "forget.gen_refusal_rate"), 1, 3),
+    ("forget answer-contains", lambda r, v, o: _get(r, "forget.gen_contains"), 1, 3),
+    ("Test_Set refusal", lambda r, v, o: _get(r, "test.gen_refusal_rate"), 1, 3),
     ("retain answer-contains change (pts)",
-     lambda r, v: _get(r, "retain.gen_contains") - _get(v, "retain.gen_contains"), 100, 1),
-    ("retain refusal", lambda r, v: _get(r, "retain.gen_refusal_rate"), 1, 3),
-    ("forget likelihood MC (image+text)", lambda r, v: _lik_mean(r, "forget"), 1, 3),
-    ("removed share (likelihood)", lambda r, v: r.get("_removed"), 1, 2),
-    ("retain likelihood MC (image+text)", lambda r, v: _lik_mean(r, "retain"), 1, 3),
-    ("Forget Quality (KS p)", lambda r, v: r.get("_forget_quality"), 1, "g"),
-    ("best MIA AUC", lambda r, v: _best_auc(r), 1, 3),
+     lambda r, v, o: _get(r, "retain.gen_contains") - _get(v, "retain.gen_contains"), 100, 1),
+    ("retain refusal", lambda r, v, o: _get(r, "retain.gen_refusal_rate"), 1, 3),
+    ("forget likelihood MC (image+text)", lambda r, v, o: _lik_mean(r, "forget"), 1, 3),
+    ("removed share (likelihood)", lambda r, v, o: _removed_share(r, v, o), 1, 2),
+    ("retain likelihood MC (image+text)", lambda r, v, o: _lik_mean(r, "retain"), 1, 3),
+    ("Forget Quality (KS p)", lambda r, v, o: _forget_quality(r, o), 1, "g"),
+    ("best MIA AUC", lambda r, v, o: _best_auc(r), 1, 3),
 )
 
 
@@ -224,28 +238,20 @@ def comparison_table(runs: Path, split: str) -> str | None:
     oracle = _load(root / "results" / "oracle.json") if (root / "results" / "oracle.json").exists() else None
     seeds = {d.name: [_load(f) for f in sorted(d.glob("seed*.json")) if re.fullmatch(r"seed\d+\.json", f.name)]
              for d in sorted((root / "results").iterdir()) if d.is_dir()}
-    for r in [vanilla, *(r for runs_ in seeds.values() for r in runs_)] + ([oracle] if oracle else []):
-        # the comparison adds Forget Quality against its oracle in memory (compare.add_oracle_comparison); the same
-        # KS test from the saved truth ratios
-        r["_forget_quality"] = (forget_quality(r["forget_truth_ratios"], oracle["forget_truth_ratios"])
-                                if oracle and r.get("forget_truth_ratios") else None)
-        # how far the forget likelihood MC moved from the vanilla's towards the oracle's: 0 = hidden, 1 = removed
-        ends = (_lik_mean(vanilla, "forget"), _lik_mean(oracle, "forget") if oracle else None, _lik_mean(r, "forget"))
-        r["_removed"] = (ends[0] - ends[2]) / (ends[0] - ends[1]) if None not in ends and ends[0] > ends[1] else None
     heads = [h for h, *_ in COMPARISON_COLUMNS]
     rows = ["| model | seeds | " + " | ".join(heads) + " | effectiveness | generation quality | utility change (pts) |",
             "|---|---|" + "---|" * (len(heads) + 3)]
     per_method = claims.get("per_method", {})
     order = sorted(seeds, key=lambda m: -(per_method.get(m, {}).get("effectiveness") or 0))
     for name in order:
-        cells = [_mean_std([f(r, vanilla) for r in seeds[name]], scale, digits) for _, f, scale, digits in COMPARISON_COLUMNS]
+        cells = [_mean_std([f(r, vanilla, oracle) for r in seeds[name]], scale, digits) for _, f, scale, digits in COMPARISON_COLUMNS]
         m = per_method.get(name, {})
         claim = claim_cells(m) if m else ["-"] * 3
         label = f"**{name}**" if name == "asru" else name
         rows.append(f"| {label} | {len(seeds[name])} | " + " | ".join(cells) + " | " + " | ".join(claim) + " |")
     for name, r in (("vanilla", vanilla), ("retain-only oracle", oracle)):
         if r is not None:
-            cells = [_mean_std([f(r, vanilla)], scale, digits) for _, f, scale, digits in COMPARISON_COLUMNS]
+            cells = [_mean_std([f(r, vanilla, oracle)], scale, digits) for _, f, scale, digits in COMPARISON_COLUMNS]
             rows.append(f"| {name} | 1 | " + " | ".join(cells) + " | - | - | - |")
     avg = claims.get("asru_vs_average_baseline")
     if avg:
