@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from asru.compare import claim_cells
+from asru.compare import claim_cells, generation_quality
 from asru.eval.likelihood import forget_quality
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,13 +261,149 @@ def comparison_table(runs: Path, split: str) -> str | None:
     return "\n".join(rows)
 
 
+ATTACK_ORDER = ("relearn", "relearn_retain", "ablate", "prefill", "sample", "quantize", "probe")
+
+
+def _attack_bodies(root: Path) -> dict[str, list[dict]]:
+    """{label: [attacks.json of each attacked seed]} for the runs of a compare directory, then vanilla and oracle."""
+    bodies: dict[str, list[dict]] = {}
+    for run in sorted((root / "runs").glob("*/seed*/attacks.json")):
+        bodies.setdefault(run.parent.parent.name, []).append(_load(run))
+    for role in ("vanilla", "oracle"):
+        if (root / "attacks" / role / "attacks.json").exists():
+            bodies[role] = [_load(root / "attacks" / role / "attacks.json")]
+    return bodies
+
+
+def _share(body: dict, attack: str, variant: str | None = None) -> float | None:
+    a = body["attacks"].get(attack) or {}
+    if variant is None:
+        return a.get("recovered_share")
+    return ((a.get("variants") or {}).get(variant) or {}).get("recovered_share", {}).get(a.get("metric"))
+
+
+def attacks_table(runs: Path, split: str) -> str | None:
+    """The methods x attacks recovered shares (headline variant, mean ± std over the attacked seeds), the three
+    controls of issue 11 and the time of each attack."""
+    root = runs / f"compare_{split}"
+    bodies = _attack_bodies(root)
+    if not bodies or "vanilla" not in bodies:
+        return None
+    attacks = [a for a in ATTACK_ORDER if any(a in b["attacks"] for bs in bodies.values() for b in bs)]
+    rows = ["| model | seeds | " + " | ".join(attacks) + " |", "|---|---|" + "---|" * len(attacks)]
+    order = sorted((k for k in bodies if k not in ("vanilla", "oracle")),
+                   key=lambda k: -_mean([_share(b, "ablate") for b in bodies[k]], default=-1))
+    for label in [*order, "vanilla", "oracle"]:
+        cells = [_mean_std([_share(b, a) for b in bodies[label]], 1, 2) for a in attacks]
+        rows.append(f"| {label} | {len(bodies[label])} | " + " | ".join(cells) + " |")
+    oracle, vanilla = bodies.get("oracle", [None])[0], bodies["vanilla"][0]
+    lines = ["\n".join(rows), "", "Controls:", ""]
+    if oracle and "relearn" in oracle["attacks"]:
+        plain = oracle["plain"]["oracle"]["gen_contains"]
+        after = max(v["oracle"]["gen_contains"] for v in oracle["attacks"]["relearn"]["variants"].values())
+        lines.append(f"- oracle, relearning on A: held-out answer-contains {plain:.3f} -> {after:.3f} "
+                     f"({100 * (after - plain):+.1f} pts; target <= +5){' ✓' if after - plain <= 0.05 else ' ✗'}")
+    plain = vanilla["plain"]["vanilla"]["gen_contains"]
+    moves = {f"{a}/{n}": v["vanilla"].get("gen_contains") - plain
+             for a, body in vanilla["attacks"].items() for n, v in body["variants"].items()
+             if v["vanilla"].get("gen_contains") is not None}
+    worst = max(moves, key=lambda k: abs(moves[k])) if moves else None
+    if worst:
+        off = [f"{k} {100 * d:+.1f}" for k, d in moves.items() if abs(d) > 0.03]
+        lines.append(f"- vanilla: unattacked held-out answer-contains {plain:.3f}; the largest move is {worst} "
+                     f"{100 * moves[worst]:+.1f} pts (target: every attack within 3 pts)"
+                     + (" ✓" if not off else f" ✗ ({', '.join(off)})"))
+    for label in ("asru", "asru_robust"):
+        if label in bodies:
+            real = [_share(b, "ablate") for b in bodies[label]]
+            rand = [_share(b, "ablate", "random") for b in bodies[label]]
+            ratio = (_mean(rand) / _mean(real)) if _mean(real) else None
+            verdict = "" if ratio is None else (" ✓" if ratio <= 0.1 else " ✗")
+            lines.append(f"- {label}, random direction of the same norm: recovered share {_mean_std(rand, 1, 2)} vs "
+                         f"the real direction's {_mean_std(real, 1, 2)}"
+                         + ("" if ratio is None else f" ({ratio:.2f} of it; target <= 0.1){verdict}"))
+    if "asru" in bodies:
+        seconds = bodies["asru"][0]["attacks"]
+        per = {a: seconds[a]["seconds"] for a in attacks if a in seconds}
+        total = sum(sum(s.values()) for s in per.values())
+        lines += ["", "Seconds per attack on asru seed 0 / the oracle / the vanilla model (2 threads): "
+                  + ", ".join(f"{a} {s['model']:.0f}/{s['oracle']:.0f}/{s['vanilla']:.0f}" for a, s in per.items())
+                  + f"; the suite on all three {total / 60:.1f} min (target <= 5)" + (" ✓" if total <= 300 else " ✗")]
+    return "\n".join(lines)
+
+
+def _mean(values, default=None):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else default
+
+
+ROBUST_TARGETS = (  # (what, value of one seed given (results, attacks body), target text, test of asru_robust vs asru)
+    ("direction ablation, recovered share", lambda r, a: _share(a, "ablate") if a else None, "<= 0.2 and <= ½ ASRU's",
+     lambda ours, asru: ours <= 0.2 and ours <= asru / 2),
+    ("relearning on A, recovered share", lambda r, a: _share(a, "relearn") if a else None, "<= ½ ASRU's",
+     lambda ours, asru: ours <= asru / 2),
+    ("Leak@16 on held-out facts", lambda r, a: _get(a, "attacks.sample.variants.k16.model.leak_at_k") if a else None,
+     "<= ½ ASRU's", lambda ours, asru: ours <= asru / 2),
+    ("generation quality", lambda r, a: generation_quality(r), "within 0.05 of ASRU's",
+     lambda ours, asru: ours >= asru - 0.05),
+    ("contextual refusal on forget (judge /5)", lambda r, a: _get(r, "forget.quality.mean_contextual_refusal") / 5,
+     ">= 0.85", lambda ours, asru: ours >= 0.85),
+    ("retain refusal (over-refusal)", lambda r, a: _get(r, "retain.gen_refusal_rate"), "<= 0.05",
+     lambda ours, asru: ours <= 0.05),
+)
+
+
+def robust_table(runs: Path, split: str) -> str | None:
+    """Issue 15's targets: asru_robust against asru on the same vanilla model and seeds."""
+    root = runs / f"compare_{split}"
+    labels = ("asru", "asru_robust")
+    if not all((root / "results" / label).is_dir() for label in labels):
+        return None
+    vanilla = _load(root / "results" / "vanilla.json")
+    oracle = _load(root / "results" / "oracle.json") if (root / "results" / "oracle.json").exists() else None
+    per = {}
+    for label in labels:
+        seeds = sorted(f for f in (root / "results" / label).glob("seed*.json") if re.fullmatch(r"seed\d+\.json", f.name))
+        per[label] = [(_load(f), _load(a) if (a := root / "runs" / label / f.stem / "attacks.json").exists() else None)
+                      for f in seeds]
+    rows = ["| figure | asru | asru_robust | target for asru_robust |", "|---|---|---|---|"]
+
+    def cells(fn):
+        return [[fn(r, a) for r, a in per[label]] for label in labels]
+
+    for what, fn, target, ok in ROBUST_TARGETS:
+        asru, ours = cells(fn)
+        met = None if _mean(ours) is None or _mean(asru) is None else ok(_mean(ours), _mean(asru))
+        rows.append(f"| {what} | {_mean_std(asru)} | {_mean_std(ours)} | {target}"
+                    f"{'' if met is None else (' ✓' if met else ' ✗')} |")
+    oracle_lik = _lik_mean(oracle, "forget") if oracle else None
+    asru, ours = cells(lambda r, a: _lik_mean(r, "forget"))
+    met = None if oracle_lik is None or _mean(ours) is None else abs(_mean(ours) - oracle_lik) <= 0.10
+    rows.append(f"| forget likelihood MC (image+text; oracle {_f(oracle_lik)}) | {_mean_std(asru)} | {_mean_std(ours)} | "
+                f"within 0.10 of the oracle's{'' if met is None else (' ✓' if met else ' ✗')} |")
+    asru, ours = cells(lambda r, a: _get(r, "retain.gen_contains") - _get(vanilla, "retain.gen_contains"))
+    met = bool(ours) and all(x is not None and x >= -0.03 for x in ours)
+    rows.append(f"| retain answer-contains change (pts) | {_mean_std(asru, 100, 1)} | {_mean_std(ours, 100, 1)} | "
+                f"within 3 of the vanilla's on every seed{' ✓' if met else ' ✗'} |")
+    times = {label: [_seconds(root / "runs" / label / f"seed{i}") for i in range(len(per[label]))] for label in labels}
+    ratio = _mean(times["asru_robust"]) / _mean(times["asru"])
+    rows.append(f"| wall time of the unlearning run (min) | {_mean_std(times['asru'], 1 / 60, 1)} | "
+                f"{_mean_std(times['asru_robust'], 1 / 60, 1)} | <= 1.5x ASRU's ({ratio:.2f}x)"
+                f"{' ✓' if ratio <= 1.5 else ' ✗'} |")
+    return "\n".join(rows)
+
+
 def blocks(runs: Path, split: str) -> dict[str, str]:
     out = {"vanilla": vanilla_table(runs, split), "readme-status": readme_status(runs)}
     for name, table in (("null-edit", null_edit_table(runs, split)), ("knowledge", knowledge_table(runs, split)),
-                        ("comparison", comparison_table(runs, split))):
+                        ("comparison", comparison_table(runs, split)), ("attacks", attacks_table(runs, split)),
+                        ("robust", robust_table(runs, split))):
         if table is not None:
             out[name] = table
     return out
+
+
+TABLES = ("vanilla", "readme-status", "null-edit", "knowledge", "comparison", "attacks", "robust")
 
 
 def substitute(text: str, generated: dict[str, str]) -> str:
@@ -282,12 +418,18 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs/demo"))
     parser.add_argument("--forget-split", default="forget_10")
     parser.add_argument("--check", action="store_true", help="exit 1 if a table is stale; change nothing")
+    parser.add_argument("--only", default="", help="comma-separated table names to refresh (default: every one)")
     args = parser.parse_args()
     try:
         if not (args.runs / "vanilla" / "config.json").exists():
             raise NotADemo(f"{args.runs} is not a finished demo directory (no vanilla/config.json); "
                            "run `make demo` first or pass --runs DIR")
         generated = blocks(args.runs, args.forget_split)
+        only = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = sorted(set(only) - set(TABLES))
+        if unknown:
+            raise NotADemo(f"unknown table(s) {', '.join(unknown)} in --only; known: {', '.join(TABLES)}")
+        generated = {k: v for k, v in generated.items() if not only or k in only}
     except NotADemo as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

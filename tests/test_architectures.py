@@ -24,6 +24,7 @@ STEERING = {"layer": 1, "probe": {"max_prompts": 12, "max_new_tokens": 6}, "redi
             "boundary": {"size": 6}, "grpo": GRPO}
 FAST = {
     "asru": STEERING,
+    "asru_robust": {**STEERING, "suppress": {"steps": 2, "batch_size": 2, "lr": 1e-3}},
     "rule": {"boundary": {"size": 6}, "grpo": GRPO, "sft": {"steps": 2, "batch_size": 2, "lr": 1e-3}},  # no ASRU-only options
     "mllmeraser": {"layer": 1, "max_items": 16, "batch_size": 4},
 }

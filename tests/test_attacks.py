@@ -333,6 +333,35 @@ def test_compare_hook_writes_attacks_next_to_each_run_and_the_heat_map(micro_wor
     assert "| copy | prefill |" in (tmp_path / "report" / "attacks.md").read_text()
 
 
+def test_compare_rerun_reuses_finished_attacks_and_redoes_a_retrained_model(micro_world, micro_models, micro_oracle,
+                                                                            tmp_path, monkeypatch):
+    """A second compare call attacks nothing it has attacked with the same attacks and weights; a model whose weight
+    file was rewritten (a retrained run) or a changed attack config is attacked again."""
+    import os
+
+    from rich.console import Console
+
+    from asru.attacks import run as attack_run
+
+    run_model = tmp_path / "runs" / "copy" / "seed0" / "model"
+    shutil.copytree(micro_models[1], run_model)
+    args = (Console(quiet=True), tmp_path, micro_world, micro_models[1], micro_oracle, SPLIT, "micro", ["prefill"],
+            [("copy", run_model)])
+    first = attack_run.compare_attacks(*args)
+    attacked = []
+    real = attack_run.attack_target
+    monkeypatch.setattr(attack_run, "attack_target", lambda attacks, target, *a, **k: attacked.append(target.role)
+                        or real(attacks, target, *a, **k))
+    again = attack_run.compare_attacks(*args)
+    assert attacked == [] and again["copy"][0]["attacks"] == first["copy"][0]["attacks"]
+    weights = next(run_model.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    attack_run.compare_attacks(*args)
+    assert attacked == ["model"]
+    attack_run.compare_attacks(*args[:7], ["sample"], args[8])
+    assert sorted(attacked) == ["model", "model", "oracle", "vanilla"]
+
+
 def test_compare_attacks_without_any_oracle_is_refused(micro_world, micro_models, tmp_path, capsys):
     """A vanilla model that `asru vanilla` did not build has no base to build the oracle from: refused up front."""
     import shutil

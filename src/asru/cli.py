@@ -122,8 +122,10 @@ def unlearn(method: str = typer.Argument(..., help="method name (see `asru metho
         err_console.print(f"[yellow]note:[/yellow] {method} uses no retain data; --retain-fraction is ignored",
                           highlight=False)
     if stage is not None:
-        if method not in ("asru", "rule"):
-            raise UserError(f"--stage applies to asru and rule only, not '{method}'")
+        from asru.methods.asru import ASRU
+
+        if not issubclass(get_method(method), ASRU):
+            raise UserError(f"--stage applies to the two-stage methods (asru, asru_robust, rule) only, not '{method}'")
         if stage not in (1, 2):
             raise UserError(f"--stage must be 1 or 2, got {stage}")
         overrides["stages"] = [stage]

@@ -17,6 +17,7 @@ from asru.errors import UserError
 from asru.manifest import Manifest, read_manifest
 
 RESULTS = "attacks.json"
+RAW_RESULTS = "attacks.raw.json"  # one model's unshared figures, reused by compare reruns (cached_target)
 ROLES = ("model", "oracle", "vanilla")
 
 
@@ -100,6 +101,38 @@ def attack_target(attacks: Sequence[Attack], target: Target, env: AttackEnv, con
         variants = attack.run(target, env, notes)
         raw["attacks"][attack.name] = {"variants": variants, "notes": notes,
                                        "seconds": round(time.perf_counter() - start, 2)}
+    return raw
+
+
+def _target_key(attacks: Sequence[Attack], target: Target, env: AttackEnv, preset: str) -> dict:
+    """What an attack result depends on: the attacks and their configs, the protocol, and the weights on disk (size
+    and modification time of every weight file, the steering the model ships included: a retrained run differs)."""
+    from asru.attacks.base import RUN_STEERING
+
+    model_dir = Path(target.model_dir)
+    files = sorted(model_dir.glob("*.safetensors")) + [model_dir.parent / RUN_STEERING]
+    key = {"attacks": {a.name: _plain(a.config) for a in attacks}, "preset": preset, "seed": env.seed,
+           "role": target.role, "forget_split": env.forget_split, "data": str(env.data_dir.resolve()),
+           "facts": env.facts.record(),
+           "weights": {str(f.resolve()): [f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()}}
+    return json.loads(json.dumps(key, default=str))
+
+
+def cached_target(attacks: Sequence[Attack], target: Target, env: AttackEnv, preset: str, directory: Path,
+                  console=None) -> dict:
+    """`attack_target`, reused from `<directory>/attacks.raw.json` when nothing it depends on changed: a compare
+    rerun (more seeds, more methods) attacks only the models it has not attacked yet."""
+    cache = Path(directory) / RAW_RESULTS
+    key = _target_key(attacks, target, env, preset)
+    if cache.exists():
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            if console is not None:
+                console.print(f"  attacks on {target.role} {target.model_dir}: reused ({cache})")
+            return saved["raw"]
+    raw = json.loads(json.dumps(attack_target(attacks, target, env, console), default=str))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "raw": raw}, indent=2))
     return raw
 
 
@@ -200,7 +233,7 @@ def compare_attacks(console, out: Path, data: Path, vanilla: Path, oracle: Path,
         attack.check(env)
     for _, model_dir in runs:
         check_inputs(model_dir, data, forget_split, oracle, vanilla)
-    shared = {role: attack_target(attacks, Target(path, role), env, console)
+    shared = {role: cached_target(attacks, Target(path, role), env, preset, out / "attacks" / role, console)
               for role, path in (("oracle", oracle), ("vanilla", vanilla))}
     rows = {}
     for label, model_dir, destination in [("vanilla", vanilla, out / "attacks" / "vanilla"),
@@ -208,7 +241,8 @@ def compare_attacks(console, out: Path, data: Path, vanilla: Path, oracle: Path,
                                           *[(lbl, m, m.parent) for lbl, m in runs]]:
         console.print(f"[bold]attacks[/bold] {label}")
         role = label if label in shared else "model"
-        own = shared[role] if role != "model" else attack_target(attacks, Target(model_dir, "model"), env, console)
+        own = (shared[role] if role != "model" else
+               cached_target(attacks, Target(model_dir, "model"), env, preset, destination, console))
         body = results(attacks, {"model": own, **shared}, env, {"preset": preset, "label": label})
         destination.mkdir(parents=True, exist_ok=True)
         (destination / RESULTS).write_text(json.dumps(body, indent=2, default=str))

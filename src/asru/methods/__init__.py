@@ -7,6 +7,7 @@ from asru.methods.base import Method, UnlearnContext
 
 _MODULES = {
     "asru": "asru.methods.asru:ASRU",
+    "asru_robust": "asru.methods.asru_robust:RobustASRU",
     "rule": "asru.methods.rule:RULE",
     "ga": "asru.methods.ga:GradientAscent",
     "ga_diff": "asru.methods.ga_diff:GradDiff",

@@ -174,7 +174,9 @@ class ASRU(Method):
 
         return self.config.layer if self.config.layer is not None else num_layers(model) // 2
 
-    def stage1(self, ctx: UnlearnContext) -> dict:
+    def stage1(self, ctx: UnlearnContext, start: Path | None = None) -> dict:
+        """`start`: the model to redirect when it is not the vanilla model itself (asru_robust redirects its
+        suppressed model); the steering file still names the vanilla model the run started from."""
         from asru.models.layers import check_layer
         from asru.models.load import load_model, save_model
 
@@ -182,7 +184,8 @@ class ASRU(Method):
         if ctx.base_dir is None:
             raise UserError("ASRU stage 1 needs the base model (before the profile fine-tune) for the refusal side; "
                             "pass --base")
-        vanilla, processor = load_model(ctx.model_dir, for_training=True)
+        start = Path(start or ctx.model_dir)
+        vanilla, processor = load_model(start, for_training=True)
         layer = check_layer(vanilla, self.layer_for(vanilla))
         base, _ = load_model(ctx.base_dir)
         forget = forget_prompts(ctx)
@@ -191,6 +194,8 @@ class ASRU(Method):
         del base
         steering.metadata.update(vanilla_fingerprint=model_fingerprint(ctx.model_dir),
                                  base_fingerprint=model_fingerprint(ctx.base_dir))
+        if start != Path(ctx.model_dir):
+            steering.metadata["start_fingerprint"] = model_fingerprint(start)
         if is_main_process():  # every process computed the same vector; rank 0 writes it, all read it back
             steering.save(ctx.out_dir / STEERING_FILE)
         wait_for_everyone()

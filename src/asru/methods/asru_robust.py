@@ -1,0 +1,61 @@
+"""ASRU-robust: ASRU run on a model whose forget answers were first made improbable (NPO likelihood suppression).
+
+Why: ASRU's stage 1 moves forget activations along one refusal direction and stage 2 only sharpens where the
+refusal fires, so the facts keep their probability and come back when an attacker removes the direction or
+fine-tunes on neighbouring facts (docs/robustness.md). This variant first runs NPO (negative preference
+optimisation, reference = the vanilla model) on the forget answers, with cross-entropy on retain, over every
+weight: the facts lose probability in every layer, not only their path to the output. Then ASRU runs unchanged on
+the suppressed model: the steering vector is measured on it and its layer-L MLP is redirected (stage 1), and GRPO
+sharpens the boundary (stage 2). Suppression comes first because a model redirected first and suppressed after
+stops refusing: NPO retrains the layers the redirected activations are decoded by (docs/asru.md, the measured
+alternative). Stage numbering stays ASRU's (`--stage 1` = suppression + redirection, `--stage 2` = GRPO), so
+resume and the attacks see the same layout: the run ships ASRU's steering vector, and the ablation attack removes it.
+
+The paper's ASRU is untouched (`asru`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from asru.config import from_dict
+from asru.errors import UserError
+from asru.methods.asru import ASRU, ASRUConfig
+from asru.methods.base import UnlearnContext
+from asru.methods.npo import NPO, NPOConfig
+
+SUPPRESS_DIR = "suppress"
+
+
+@dataclass
+class RobustASRUConfig(ASRUConfig):
+    """ASRU's options plus `suppress`: NPO fields (steps/epochs, lr, beta, gamma = suppression weight, alpha =
+    retain weight) for the stage that lowers the forget answers' likelihood."""
+
+    suppress: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.suppress_config()  # bad options fail before stage 1 runs
+
+    def suppress_config(self) -> NPOConfig:
+        cfg = from_dict(NPOConfig, self.suppress, where="asru_robust.suppress")
+        for name in ("gamma", "alpha"):
+            value = getattr(cfg, name)
+            if not math.isfinite(value) or value < 0:
+                raise UserError(f"asru_robust.suppress.{name} must be a finite number >= 0, got {value}")
+        return cfg
+
+
+class RobustASRU(ASRU):
+    name = "asru_robust"
+    Config = RobustASRUConfig
+    description = "NPO likelihood suppression of the forget answers, then ASRU on the suppressed model (beyond the paper)"
+
+    def stage1(self, ctx: UnlearnContext, start: Path | None = None) -> dict:
+        suppress_ctx = replace(ctx, out_dir=ctx.out_dir / SUPPRESS_DIR, manifest=None)  # reference: the vanilla model
+        suppressed = NPO(self.config.suppress_config()).unlearn(suppress_ctx)
+        stats = super().stage1(ctx, start=suppress_ctx.model_out)  # redirection of the suppressed model
+        stats["suppress"] = {**suppressed, "config": self.config.suppress}
+        return stats
