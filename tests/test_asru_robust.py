@@ -108,6 +108,24 @@ def test_bad_suppression_options_fail_before_training(suppress, match):
 
     with pytest.raises(UserError, match=match):
         RobustASRUConfig(suppress=suppress)
+    with pytest.raises(UserError, match="order must be one of suppress_first, redirect_first"):
+        RobustASRUConfig(order="sideways")
+
+
+def test_redirect_first_order_suppresses_the_redirected_model(micro_world, micro_models, micro_refusing_base,
+                                                               tmp_path):
+    """The losing order (docs/asru.md) stays runnable: NPO starts from the redirected model, GRPO from its output."""
+    out = tmp_path / "run"
+    unlearn_stage("asru_robust", micro_models[1], micro_world, out, "forget_10", base=micro_refusing_base,
+                  preset="micro", overrides={**ROBUST, "order": "redirect_first", "stages": [1]})
+    redirected = _mean_answer_nll(out / "stage1", micro_world, "forget_10")
+    assert _mean_answer_nll(out / "suppress" / "model", micro_world, "forget_10") > redirected + 0.05
+    from asru.methods import UnlearnContext
+    from asru.methods.asru_robust import RobustASRU, RobustASRUConfig
+
+    ctx = UnlearnContext(model_dir=micro_models[1], data_dir=micro_world, forget_split="forget_10", out_dir=out)
+    assert RobustASRU(RobustASRUConfig(order="redirect_first")).stage1_dir(ctx) == out / "suppress" / "model"
+    assert RobustASRU(RobustASRUConfig()).stage1_dir(ctx) == out / "stage1"
 
 
 def test_a_diverging_suppression_stops_with_one_line_and_writes_no_model(micro_world, micro_models,

@@ -27,6 +27,7 @@ from asru.methods.base import UnlearnContext
 from asru.methods.npo import NPO, NPOConfig
 
 SUPPRESS_DIR = "suppress"
+ORDERS = ("suppress_first", "redirect_first")
 
 
 @dataclass
@@ -35,8 +36,13 @@ class RobustASRUConfig(ASRUConfig):
     retain weight) for the stage that lowers the forget answers' likelihood."""
 
     suppress: dict = field(default_factory=dict)
+    # "suppress_first" (default): NPO, then redirection of the suppressed model. "redirect_first": redirection, then
+    # NPO from the redirected model (reference = it) - the measured losing order, kept so its figures reproduce.
+    order: str = "suppress_first"
 
     def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise UserError(f"asru_robust.order must be one of {', '.join(ORDERS)}, got '{self.order}'")
         self.suppress_config()  # bad options fail before stage 1 runs
 
     def suppress_config(self) -> NPOConfig:
@@ -53,9 +59,21 @@ class RobustASRU(ASRU):
     Config = RobustASRUConfig
     description = "NPO likelihood suppression of the forget answers, then ASRU on the suppressed model (beyond the paper)"
 
+    def stage1_dir(self, ctx: UnlearnContext) -> Path:
+        """Where stage 2 starts: the redirected model, or the suppressed one when suppression comes second."""
+        if self.config.order == "redirect_first":
+            return ctx.out_dir / SUPPRESS_DIR / "model"
+        return super().stage1_dir(ctx)
+
     def stage1(self, ctx: UnlearnContext, start: Path | None = None) -> dict:
-        suppress_ctx = replace(ctx, out_dir=ctx.out_dir / SUPPRESS_DIR, manifest=None)  # reference: the vanilla model
-        suppressed = NPO(self.config.suppress_config()).unlearn(suppress_ctx)
-        stats = super().stage1(ctx, start=suppress_ctx.model_out)  # redirection of the suppressed model
+        npo = NPO(self.config.suppress_config())
+        if self.config.order == "redirect_first":
+            stats = super().stage1(ctx)
+            suppressed = npo.unlearn(replace(ctx, model_dir=ctx.out_dir / "stage1", out_dir=ctx.out_dir / SUPPRESS_DIR,
+                                             manifest=None))  # reference: the redirected model
+        else:
+            suppress_ctx = replace(ctx, out_dir=ctx.out_dir / SUPPRESS_DIR, manifest=None)  # reference: the vanilla
+            suppressed = npo.unlearn(suppress_ctx)
+            stats = super().stage1(ctx, start=suppress_ctx.model_out)  # redirection of the suppressed model
         stats["suppress"] = {**suppressed, "config": self.config.suppress}
         return stats
