@@ -39,7 +39,10 @@ def _seconds(run_dir: Path) -> float:
     manifest = _load(run_dir / "manifest.json")
     if manifest.get("status") != "done":
         raise NotADemo(f"{run_dir} did not finish (status {manifest.get('status')!r}); re-run `make demo`")
-    return sum(s["seconds"] for s in manifest.get("stages", {}).values())
+    stages = manifest.get("stages", {})
+    if "unlearn" in stages:  # an unlearning run: its sub-stages (ASRU's stage1/stage2) are inside this one
+        return stages["unlearn"]["seconds"]
+    return sum(s["seconds"] for s in stages.values())
 
 
 def _f(value) -> str:

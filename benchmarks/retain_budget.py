@@ -1,6 +1,7 @@
 """The retain-budget sweep (issue 12, the paper's fourth claim) in one call, with its wall time.
 
     python benchmarks/retain_budget.py --runs runs/demo [--fractions 0.05,0.25,1] [--seeds 3] [--methods all]
+                                       [--attacks all]
 
 Runs (or reuses: finished runs of the same configuration are not retrained) every method at every retain budget
 into `<runs>/compare_<split>` — the plain comparison's directory, so the F = 1 runs are the plain comparison's own —
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", default="all")
     parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--attacks", default="", help="also run these attacks on every run (asru compare --attacks)")
     args = parser.parse_args()
     console = Console()
     fractions = [float(f) for f in args.fractions.split(",")]
@@ -33,7 +35,8 @@ def main() -> None:
     runs, split = args.runs, args.forget_split
     summary = run_compare(console, runs / "world", runs / "vanilla", runs / "base", runs / f"compare_{split}", split,
                           expand_methods(args.methods), args.seeds, args.preset, retain_fractions=fractions,
-                          oracle=runs / f"oracle_{split}", vanilla_results=runs / "eval" / "vanilla.json")
+                          oracle=runs / f"oracle_{split}", vanilla_results=runs / "eval" / "vanilla.json",
+                          attacks=[a for a in args.attacks.split(",") if a])
     minutes = (time.perf_counter() - start) / 60
     budget = summary["claims"].get("retain_budget")
     console.print(budget_markdown(budget) if budget else "one budget only: no sweep table")
