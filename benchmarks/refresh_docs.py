@@ -396,17 +396,58 @@ def robust_table(runs: Path, split: str) -> str | None:
     return "\n".join(rows)
 
 
+BUDGETS = (0.05, 0.25, 1.0)
+
+
+def budget_table(runs: Path, split: str) -> str | None:
+    """The retain-budget sweep from the runs' results (labels <method>@<F>; F = 1 is the plain run): effectiveness
+    / utility change per budget (mean over the seeds present) and the fourth-claim line."""
+    from asru.compare import effectiveness, utility_change
+
+    root = runs / f"compare_{split}" / "results"
+    if not (root / "asru@0.05").is_dir():
+        return None
+    vanilla = _load(root / "vanilla.json")
+
+    def names(label: str) -> set[str]:
+        return {f.name for f in (root / label).glob("seed*.json") if re.fullmatch(r"seed\d+\.json", f.name)}
+
+    def label_of(method: str, f: float) -> str:
+        return method if f == 1.0 or not (root / f"{method}@{f:g}").is_dir() else f"{method}@{f:g}"
+
+    methods = sorted({d.name.split("@")[0] for d in root.iterdir() if d.is_dir() and "@" in d.name} | {"ga"})
+    rows = ["| method | seeds | " + " | ".join(f"F = {f:g}" for f in BUDGETS) + " |", "|---|---|" + "---|" * len(BUDGETS)]
+    utility: dict[str, dict[float, float]] = {}
+    for method in methods:  # the seeds every budget of the method ran, so each row compares like with like
+        common = sorted(set.intersection(*(names(label_of(method, f)) for f in BUDGETS)))
+        cells, n = [], len(common)
+        for f in BUDGETS:
+            rs = [_load(root / label_of(method, f) / name) for name in common]
+            eff, util = _mean([effectiveness(r, vanilla) for r in rs]), _mean([utility_change(r, vanilla) for r in rs])
+            utility.setdefault(method, {})[f] = util
+            cells.append("-" if eff is None else f"{eff:.3f} / {util:+.1f}")
+        rows.append(f"| {'**asru**' if method == 'asru' else method} | {n} | " + " | ".join(cells) + " |")
+    baselines = [m for m in methods if not m.startswith("asru")]
+    low, high = BUDGETS[0], BUDGETS[-1]
+    rows.append(f"\nFourth claim: ASRU's utility change at F = {low:g} is {utility['asru'][low]:+.1f} points "
+                f"(at F = 1: {utility['asru'][high]:+.1f}); the baselines' mean is "
+                f"{_mean([utility[m][low] for m in baselines]):+.1f} at F = {low:g} and "
+                f"{_mean([utility[m][high] for m in baselines]):+.1f} at F = 1. Cells: effectiveness / utility change "
+                "(points).")
+    return "\n".join(rows)
+
+
 def blocks(runs: Path, split: str) -> dict[str, str]:
     out = {"vanilla": vanilla_table(runs, split), "readme-status": readme_status(runs)}
     for name, table in (("null-edit", null_edit_table(runs, split)), ("knowledge", knowledge_table(runs, split)),
                         ("comparison", comparison_table(runs, split)), ("attacks", attacks_table(runs, split)),
-                        ("robust", robust_table(runs, split))):
+                        ("robust", robust_table(runs, split)), ("retain-budget", budget_table(runs, split))):
         if table is not None:
             out[name] = table
     return out
 
 
-TABLES = ("vanilla", "readme-status", "null-edit", "knowledge", "comparison", "attacks", "robust")
+TABLES = ("vanilla", "readme-status", "null-edit", "knowledge", "comparison", "attacks", "robust", "retain-budget")
 
 
 def substitute(text: str, generated: dict[str, str]) -> str:
