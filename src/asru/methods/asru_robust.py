@@ -16,7 +16,6 @@ The paper's ASRU is untouched (`asru`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +32,7 @@ ORDERS = ("suppress_first", "redirect_first")
 @dataclass
 class RobustASRUConfig(ASRUConfig):
     """ASRU's options plus `suppress`: NPO fields (steps/epochs, lr, beta, gamma = suppression weight, alpha =
-    retain weight) for the stage that lowers the forget answers' likelihood."""
+    retain weight; checked by `GradientConfig`) for the stage that lowers the forget answers' likelihood."""
 
     suppress: dict = field(default_factory=dict)
     # "suppress_first" (default): NPO, then redirection of the suppressed model. "redirect_first": redirection, then
@@ -46,12 +45,11 @@ class RobustASRUConfig(ASRUConfig):
         self.suppress_config()  # bad options fail before stage 1 runs
 
     def suppress_config(self) -> NPOConfig:
-        cfg = from_dict(NPOConfig, self.suppress, where="asru_robust.suppress")
-        for name in ("gamma", "alpha"):
-            value = getattr(cfg, name)
-            if not math.isfinite(value) or value < 0:
-                raise UserError(f"asru_robust.suppress.{name} must be a finite number >= 0, got {value}")
-        return cfg
+        where = "asru_robust.suppress"
+        try:
+            return from_dict(NPOConfig, self.suppress, where=where)
+        except UserError as err:  # NPOConfig's own checks do not know where they were read from
+            raise err if str(err).startswith(where) else UserError(f"{where}: {err}") from None
 
 
 class RobustASRU(ASRU):

@@ -69,6 +69,10 @@ class GradientConfig:
             raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.lr <= 0:
             raise UserError(f"lr must be > 0, got {self.lr}")
+        for name in ("gamma", "alpha"):  # loss weights: a negative one flips the loss, a non-finite one diverges
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise UserError(f"{name} must be a finite number >= 0, got {value}")
         if self.lora and self.lora_r < 1:
             raise UserError(f"lora_r must be >= 1, got {self.lora_r}")
 
