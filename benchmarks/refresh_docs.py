@@ -170,6 +170,11 @@ def readme_status(runs: Path) -> str:
             f"never-seen faces (image / text) and answers {v['general_vqa_acc']:.0%} of general visual questions.")
 
 
+def _seed_files(directory: Path) -> list[Path]:
+    """A results directory's per-seed results (seedN.json; not the .items/.manifest files beside them)."""
+    return sorted(f for f in Path(directory).glob("seed*.json") if re.fullmatch(r"seed\d+\.json", f.name))
+
+
 def _get(results: dict, path: str):
     block = results
     for key in path.split("."):
@@ -239,7 +244,7 @@ def comparison_table(runs: Path, split: str) -> str | None:
     claims = _load(claims_path)
     vanilla = _load(root / "results" / "vanilla.json")
     oracle = _load(root / "results" / "oracle.json") if (root / "results" / "oracle.json").exists() else None
-    seeds = {d.name: [_load(f) for f in sorted(d.glob("seed*.json")) if re.fullmatch(r"seed\d+\.json", f.name)]
+    seeds = {d.name: [_load(f) for f in _seed_files(d)]
              for d in sorted((root / "results").iterdir()) if d.is_dir()}
     heads = [h for h, *_ in COMPARISON_COLUMNS]
     rows = ["| model | seeds | " + " | ".join(heads) + " | effectiveness | generation quality | utility change (pts) |",
@@ -364,11 +369,12 @@ def robust_table(runs: Path, split: str) -> str | None:
         return None
     vanilla = _load(root / "results" / "vanilla.json")
     oracle = _load(root / "results" / "oracle.json") if (root / "results" / "oracle.json").exists() else None
-    per = {}
+    per, seeds = {}, {}
     for label in labels:
-        seeds = sorted(f for f in (root / "results" / label).glob("seed*.json") if re.fullmatch(r"seed\d+\.json", f.name))
-        per[label] = [(_load(f), _load(a) if (a := root / "runs" / label / f.stem / "attacks.json").exists() else None)
-                      for f in seeds]
+        seeds[label] = [f.stem for f in _seed_files(root / "results" / label)]
+        per[label] = [(_load(root / "results" / label / f"{seed}.json"),
+                       _load(a) if (a := root / "runs" / label / seed / "attacks.json").exists() else None)
+                      for seed in seeds[label]]
     rows = ["| figure | asru | asru_robust | target for asru_robust |", "|---|---|---|---|"]
 
     def cells(fn):
@@ -388,7 +394,7 @@ def robust_table(runs: Path, split: str) -> str | None:
     met = bool(ours) and all(x is not None and x >= -0.03 for x in ours)
     rows.append(f"| retain answer-contains change (pts) | {_mean_std(asru, 100, 1)} | {_mean_std(ours, 100, 1)} | "
                 f"within 3 of the vanilla's on every seed{' ✓' if met else ' ✗'} |")
-    times = {label: [_seconds(root / "runs" / label / f"seed{i}") for i in range(len(per[label]))] for label in labels}
+    times = {label: [_seconds(root / "runs" / label / seed) for seed in seeds[label]] for label in labels}
     ratio = _mean(times["asru_robust"]) / _mean(times["asru"])
     rows.append(f"| wall time of the unlearning run (min) | {_mean_std(times['asru'], 1 / 60, 1)} | "
                 f"{_mean_std(times['asru_robust'], 1 / 60, 1)} | <= 1.5x ASRU's ({ratio:.2f}x)"
@@ -410,7 +416,7 @@ def budget_table(runs: Path, split: str) -> str | None:
     vanilla = _load(root / "vanilla.json")
 
     def names(label: str) -> set[str]:
-        return {f.name for f in (root / label).glob("seed*.json") if re.fullmatch(r"seed\d+\.json", f.name)}
+        return {f.name for f in _seed_files(root / label)}
 
     def label_of(method: str, f: float) -> str:
         return method if f == 1.0 or not (root / f"{method}@{f:g}").is_dir() else f"{method}@{f:g}"
