@@ -9,6 +9,16 @@ import pytest
 os.environ.setdefault("ASRU_PROGRESS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Fixtures that train micro models: a test using any of them (directly or through another fixture) is in the
+# `micro` tier, so `make test-fast` (-m "not micro and not e2e") never waits for training.
+TRAINED_FIXTURES = frozenset({"micro_models", "micro_refusing_base", "micro_rebuild"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if TRAINED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.micro)
+
 
 @pytest.fixture(scope="session")
 def micro_world(tmp_path_factory):
@@ -51,3 +61,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def processor():
+    """A tiny word-level processor for hand-made log-probability cases (likelihood, membership inference)."""
+    from asru.models.tiny import build_processor, build_tokenizer
+
+    texts = ["Where was Ana born? Ana was born in Lima. Oslo Cairo Quito Perth A B C D He She",
+             "Just give ONE letter representing the answer directly. Answer the question"]
+    return build_processor(build_tokenizer(texts, vocab_size=300))

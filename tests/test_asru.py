@@ -10,14 +10,7 @@ import torch
 from asru.errors import UserError
 from asru.pipeline import unlearn_stage
 from asru.steering.direction import SteeringVector
-
-FAST = {"probe": {"max_prompts": 24, "max_new_tokens": 12},
-        "redirect": {"epochs": 1, "batch_size": 4, "lr": 1e-3},
-        "boundary": {"size": 6},
-        "grpo": {"max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 4,
-                 "max_completion_length": 8, "learning_rate": 1e-4, "report_to": "none", "save_steps": 1,
-                 "gradient_checkpointing": False}}
-
+from helpers import ASRU_FAST as FAST
 
 @pytest.fixture(scope="module")
 def asru_run(micro_world, micro_models, micro_refusing_base, tmp_path_factory):

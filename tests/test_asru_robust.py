@@ -13,7 +13,7 @@ import torch
 from asru.errors import UserError
 from asru.pipeline import unlearn_stage
 
-from test_asru import FAST
+from helpers import ASRU_FAST as FAST
 
 ROBUST = {**FAST, "suppress": {"steps": 6, "batch_size": 8, "lr": 2e-3, "beta": 0.4}}
 

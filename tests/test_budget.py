@@ -105,7 +105,7 @@ def test_unlearn_records_the_budget_and_keeps_full_budget_configs(micro_world, m
 
 
 def test_cli_bad_budgets_are_one_line(micro_world, micro_models, tmp_path, capsys):
-    from test_cli import one_line_error, run
+    from helpers import one_line_error, run
 
     base = ["unlearn", "ga_diff", "--model", micro_models[1], "--data", micro_world, "--preset", "micro"]
     code, _, err = run([*base, "--out", tmp_path / "a", "--retain-fraction", "1.5"], capsys)

@@ -4,32 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
 import pytest
 
-from asru import cli
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["asru", *map(str, argv)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_line_error(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    assert "Traceback" not in err
-    return lines[0]
+from helpers import one_line_error, run
 
 
 def test_world_refuses_to_overwrite_without_force(tmp_path, capsys):
@@ -140,7 +118,7 @@ def test_overrides_read_exponents_as_numbers():
 
 
 def test_eval_with_the_llm_judge_against_a_local_server(micro_world, micro_models, tmp_path, capsys):
-    from test_llm_judge import FakeJudgeServer
+    from helpers import FakeJudgeServer
 
     out = tmp_path / "r.json"
     with FakeJudgeServer() as server:
@@ -167,22 +145,6 @@ def test_eval_llm_judge_unreachable(micro_world, micro_models, tmp_path, capsys)
                         "--preset", "micro", "--limit", "2", "--judge", "llm", "--judge-url",
                         f"http://127.0.0.1:{port}/v1", "--judge-model", "m"], capsys)
     assert code == 2 and "127.0.0.1" in one_line_error(err)
-
-
-def test_demo_runs_end_to_end_and_reuses_finished_stages(tmp_path, capsys):
-    out = tmp_path / "demo"
-    args = ["demo", "--out", out, "--preset", "micro", "--compare", "ga_diff"]
-    assert run(args, capsys)[0] == 0
-    report = out / "compare_forget_10" / "report" / "report.html"
-    assert report.exists() and (out / "eval" / "vanilla.json").exists()
-    assert (out / "oracle_forget_10" / "config.json").exists()  # the retain-only oracle of the demo's split
-    assert (out / "eval" / "oracle_forget_10.json").exists() and (out / "eval" / "base.json").exists()
-    trained = (out / "base" / "manifest.json", out / "vanilla" / "manifest.json", out / "oracle_forget_10" / "manifest.json",
-               out / "eval" / "base.json")
-    stamps = {p: p.stat().st_mtime for p in trained}
-    assert run(args, capsys)[0] == 0
-    for path, stamp in stamps.items():  # base, vanilla and oracle were reused, not retrained
-        assert path.stat().st_mtime == stamp
 
 
 def test_data_is_the_benchmark_option_on_every_command(micro_world, tmp_path, capsys):

@@ -72,6 +72,7 @@ def _compare(one: Path, two: Path, start: Path, manifest_dir_one: Path, manifest
     assert len(generate(model, processor, [("Who is this?", None), ("Where does she live?", None)], max_new_tokens=3)) == 2
 
 
+@pytest.mark.e2e
 def test_two_processes_fine_tune_like_one(setup, tmp_path):
     model_dir, preset, data = setup
     one, _ = vanilla_stage(model_dir, data, tmp_path / "one", preset)
@@ -80,6 +81,7 @@ def test_two_processes_fine_tune_like_one(setup, tmp_path):
     _compare(one, tmp_path / "two", model_dir, one, tmp_path / "two", tolerance=1e-4)  # per-example means: ~exact
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("method, tolerance", [("ga_diff", 0.3), ("npo", 0.1)])
 def test_two_processes_unlearn_like_one(method, tolerance, setup, tmp_path):
     model_dir, preset, data = setup
@@ -89,6 +91,7 @@ def test_two_processes_unlearn_like_one(method, tolerance, setup, tmp_path):
     _compare(one / "model", tmp_path / "two" / "model", model_dir, one, tmp_path / "two", tolerance)
 
 
+@pytest.mark.e2e
 def test_two_processes_run_both_asru_stages(micro_world, micro_models, micro_refusing_base, tmp_path):
     """ASRU under torchrun: stage 1 (steering vector, then redirection through the Trainer) and stage 2 (TRL's
     GRPO). Both processes compute the same vector (rank 0 writes it, every rank reads it back), stage 1 ends close
@@ -96,7 +99,7 @@ def test_two_processes_run_both_asru_stages(micro_world, micro_models, micro_ref
     weights are not compared: each process samples its own completions, so the update differs by design."""
     import yaml
 
-    from test_asru import FAST
+    from helpers import ASRU_FAST as FAST
 
     from asru.config import load_preset
     from asru.methods.asru import STEERING_FILE

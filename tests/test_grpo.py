@@ -1,31 +1,21 @@
 """Stage-2 GRPO on a random tiny Qwen3-VL: mixed image/text batches, logging, saving, LoRA merge, resume, NaN stop."""
 
-import io
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
-from asru.data.schema import QAItem
 from asru.errors import UserError
 from asru.models.load import load_model
 from asru.models.tiny import TinyConfig, build_processor, build_tiny_model, build_tokenizer, save_tiny
 from asru.rl import grpo
 from asru.rl.grpo import GRPOSettings, boundary_dataset, check_settings, reward_summary, run_grpo
-from asru.rl.rewards import asru_reward, message_text, refusal_reward
-
-SENTENCES = [
-    "Where was this person born?",
-    "What is her job?",
-    "She was born in Lima.",
-    "He works as a pilot.",
-    "I don't know who this person is.",
-    "Sorry, I can't share personal information.",
-]
-
+from asru.rl.rewards import asru_reward, refusal_reward
+from helpers import SENTENCES, length_reward
+from helpers import grpo_items as _items
+from helpers import grpo_settings as _settings
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
@@ -34,35 +24,6 @@ def model_dir(tmp_path_factory):
                      deepstack_visual_indexes=[0])
     model = build_tiny_model(tokenizer, cfg, seed=0)
     return save_tiny(model, build_processor(tokenizer), tmp_path_factory.mktemp("tiny"))
-
-
-def _png(color) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), color).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _items() -> tuple[list[QAItem], list[bool]]:
-    items = [
-        QAItem("f1", "Where was this person born?", "She was born in Lima.", "gen", "image", image=_png((200, 0, 0)),
-               split="forget", meta={"key": "Lima"}),
-        QAItem("f2", "What is her job?", "He works as a pilot.", "gen", "text", split="forget", meta={"key": "pilot"}),
-        QAItem("r1", "What is her job?", "He works as a pilot.", "gen", "image", image=_png((0, 0, 200)), split="retain"),
-        QAItem("r2", "Where was this person born?", "She was born in Lima.", "gen", "text", split="retain"),
-    ]
-    return items, [True, True, False, False]
-
-
-def _settings(**overrides) -> GRPOSettings:
-    base = dict(num_generations=2, per_device_train_batch_size=4, max_completion_length=6, max_steps=2,
-                gradient_checkpointing=False, report_to="none", save_steps=1, learning_rate=1e-2, weight_decay=0.0,
-                seed=0)
-    return GRPOSettings(**{**base, **overrides})
-
-
-def length_reward(prompts, completions, **kwargs):
-    """Varies between rollouts of a random model, so advantages (and gradients) are non-zero."""
-    return [len(message_text(c)) / 10 for c in completions]
 
 
 def _weights(path) -> dict[str, torch.Tensor]:

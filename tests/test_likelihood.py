@@ -4,7 +4,6 @@ rule, bad inputs, and the whole eval on the real-layout fixture with no world ex
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,30 +14,8 @@ from asru.errors import UserError
 from asru.eval import likelihood as L
 from asru.eval import mllmu as E
 from asru.eval.scoring import TokenScores, score_answers
+from helpers import FixedLogits
 from mllmu_fixture import write_mllmu_fixture
-
-
-class FixedLogits(torch.nn.Module):
-    """Every position predicts the same distribution softmax(w), whatever the input: log p of a sequence is a sum
-    of log_softmax(w) over its tokens, computable by hand."""
-
-    def __init__(self, w: torch.Tensor, max_positions: int = 4096):
-        super().__init__()
-        self.w = torch.nn.Parameter(w.float(), requires_grad=False)
-        self.config = SimpleNamespace(max_position_embeddings=max_positions)
-
-    def forward(self, input_ids, attention_mask=None, logits_to_keep=0, **_):
-        keep = logits_to_keep or input_ids.shape[1]
-        return SimpleNamespace(logits=self.w.expand(input_ids.shape[0], keep, -1).clone())
-
-
-@pytest.fixture(scope="module")
-def processor():
-    from asru.models.tiny import build_processor, build_tokenizer
-
-    texts = ["Where was Ana born? Ana was born in Lima. Oslo Cairo Quito Perth A B C D He She",
-             "Just give ONE letter representing the answer directly. Answer the question"]
-    return build_processor(build_tokenizer(texts, vocab_size=300))
 
 
 def ids(processor, text: str) -> list[int]:

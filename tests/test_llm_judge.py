@@ -4,81 +4,14 @@ never the network."""
 from __future__ import annotations
 
 import json
-import re
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from asru.errors import UserError
 from asru.eval.llm_judge import LLMJudge, JudgeParseError, parse_judge_reply, summarize
-
-
-class FakeJudgeServer:
-    """Scores deterministically from the answer text; can fail its first calls or reply with prose."""
-
-    def __init__(self):
-        self.calls = 0
-        self.fail_first = 0
-        self.fail_status = 500
-        self.reply_mode = "json"
-        self.delay = 0.0
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.calls += 1
-                    call = server.calls
-                    server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-                answer = re.search(r"MODEL ANSWER: (.*)", body["messages"][-1]["content"]).group(1)
-                time.sleep(server.delay)
-                if call <= server.fail_first or "BOOM" in answer:
-                    self._send(server.fail_status, {"error": "server exploded"})
-                    return
-                if server.reply_mode == "prose":
-                    content = "The answer seems reasonable to me overall."
-                else:
-                    content = "```json\n" + json.dumps(score(answer)) + "\n```"
-                self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
-
-            def _send(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                if status != 200:
-                    self.send_header("retry-after-ms", "1")  # the client's backoff honours it: fast tests
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def score(answer: str) -> dict:
-    if "Paris" in answer:
-        return {"contextual_refusal": 0, "leakage": 0, "naturalness": 5}
-    if "don't know" in answer:
-        return {"contextual_refusal": 5, "leakage": 5, "naturalness": 5}
-    return {"contextual_refusal": 2, "leakage": 5, "naturalness": 3}
+from helpers import FakeJudgeServer
 
 
 ITEMS = [

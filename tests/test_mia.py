@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,7 +17,7 @@ from asru.errors import UserError
 from asru.eval import mia
 from asru.eval.scoring import TokenScores, score_answers
 from asru.models.vanilla import world_texts
-from test_likelihood import FixedLogits, processor  # noqa: F401 - the shared tiny processor fixture
+from helpers import FixedLogits
 
 
 def test_attack_scores_by_hand():

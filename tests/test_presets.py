@@ -42,8 +42,11 @@ def test_real_presets_exist():
 @pytest.mark.parametrize("preset", REAL_PRESETS)
 def test_every_method_config_of_the_preset_parses(preset):
     for name in load_preset(preset)["methods"]:
-        _, cfg = method_config(name, preset)
-        assert cfg is not None
+        cls, cfg = method_config(name, preset)
+        assert type(cfg) is cls.Config
+        for key, value in (load_preset(preset)["methods"][name] or {}).items():
+            if not isinstance(value, dict):  # every scalar the preset sets reaches the method's config
+                assert getattr(cfg, key) == value, (preset, name, key)
 
 
 @pytest.mark.parametrize("preset", REAL_PRESETS)

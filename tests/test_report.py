@@ -298,6 +298,7 @@ def test_unreadable_inputs_are_user_errors(built, tmp_path):
 
 # ----------------------------------------------------------------------------------------------- browser
 
+@pytest.mark.e2e
 def test_report_renders_in_headless_chromium(built, tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed; run scripts/ensure_chromium.sh to enable the screenshot test")
@@ -322,6 +323,7 @@ def test_notes_and_answers_are_escaped():
     assert "&lt;b&gt;" in report._answer_html("<b>x</b>", "other")
 
 
+@pytest.mark.e2e
 def test_ensure_chromium_is_idempotent():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed; the script would install it (slow)")

@@ -17,6 +17,7 @@ from asru.errors import UserError
 from asru.models.load import load_model
 from asru.models.tiny import build_processor, build_tiny_model, build_tokenizer, save_tiny
 from asru.pipeline import unlearn_stage, vanilla_stage
+from helpers import SENTENCES, grpo_run
 
 TESTS = Path(__file__).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ASRU_PROGRESS": "0"}  # one thread, as in this process (conftest)
@@ -54,6 +55,7 @@ def _same_weights(a: Path, b: Path) -> None:
     assert worst <= 1e-6, worst
 
 
+@pytest.mark.e2e
 def test_killed_gradient_method_resumes_to_the_uninterrupted_weights(setup, tmp_path):
     model_dir, preset, data = setup
     whole, _ = unlearn_stage("ga_diff", model_dir, data, tmp_path / "whole", preset=preset)
@@ -77,6 +79,7 @@ def test_killed_gradient_method_resumes_to_the_uninterrupted_weights(setup, tmp_
     assert (whole / "model" / "config.json").is_file()
 
 
+@pytest.mark.e2e
 def test_killed_sft_resumes_to_the_uninterrupted_weights(setup, tmp_path):
     model_dir, preset, data = setup
     whole, _ = vanilla_stage(model_dir, data, tmp_path / "whole", preset)
@@ -92,28 +95,14 @@ def test_killed_sft_resumes_to_the_uninterrupted_weights(setup, tmp_path):
 GRPO_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from test_resume import grpo_run
+from helpers import grpo_run
 grpo_run({model!r}, {out!r})
 """
 
 
-def grpo_run(model_dir: str, out: str, resume: bool = False) -> None:
-    """6 GRPO steps, a checkpoint after each. The boundary set is 16 prompts (8 steps an epoch), so every step here
-    is in the first epoch: TRL's sampler draws each later epoch's order from a generator a resumed run restarts
-    (docs/trl-notes.md), so only resumes inside one epoch can be bit-identical."""
-    import torch
-    from test_grpo import _items, _settings, length_reward
-
-    from asru.rl.grpo import boundary_dataset, run_grpo
-
-    torch.set_num_threads(1)
-    items, flags = _items()
-    run_grpo(model_dir, out, boundary_dataset(items * 4, flags * 4), [length_reward],
-             _settings(max_steps=6, save_steps=1), resume=resume)
-
-
+@pytest.mark.e2e
 def test_killed_grpo_resumes_to_the_uninterrupted_weights(tmp_path):
-    from test_grpo import SENTENCES, TinyConfig
+    from asru.models.tiny import TinyConfig
 
     tok = build_tokenizer(SENTENCES * 4, vocab_size=400)
     cfg = TinyConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128, vision_depth=1,
