@@ -39,7 +39,8 @@ def _seconds(run_dir: Path) -> float:
     manifest = _load(run_dir / "manifest.json")
     if manifest.get("status") != "done":
         raise NotADemo(f"{run_dir} did not finish (status {manifest.get('status')!r}); re-run `make demo`")
-    stages = manifest.get("stages", {})
+    # a stage installed from the shipped testbed: the time is its training run's, recorded when it was shipped
+    stages = (manifest.get("shipped") or {}).get("trained", {}).get("stages") or manifest.get("stages", {})
     if "unlearn" in stages:  # an unlearning run: its sub-stages (ASRU's stage1/stage2) are inside this one
         return stages["unlearn"]["seconds"]
     return sum(s["seconds"] for s in stages.values())
@@ -58,12 +59,15 @@ def vanilla_table(runs: Path, split: str) -> str:
     """The testbed's vanilla and base models against the targets the embedded default is held to."""
     v = _load(runs / "eval" / "vanilla.json")
     b = _load(runs / "eval" / "base.json")
-    threads = _load(runs / "vanilla" / "manifest.json").get("torch_threads")
-    minutes = (_seconds(runs / "base") + _seconds(runs / "vanilla")) / 60
+    vanilla_run = _load(runs / "vanilla" / "manifest.json")
+    trained = (vanilla_run.get("shipped") or {}).get("trained") or vanilla_run
+    threads = trained.get("torch_threads")
+    minutes = sum(_seconds(runs / stage) for stage in ("base", "vanilla", f"oracle_{split}")) / 60
     base_mc = max(b[s][k] for s in ("forget", "retain") for k in ("mc_image_acc", "mc_text_acc"))
     rows = [
         "| figure | measured | target |", "|---|---|---|",
-        _row("base + vanilla training (min)", f"{minutes:.1f}", "<= 20", minutes <= 20),
+        _row(f"training base + vanilla + oracle_{split} (min; the rebuild, not the demo)", f"{minutes:.1f}", "<= 90",
+             minutes <= 90),
         _row("generation answer-contains, training wording: forget", v["forget"]["gen_contains"], ">= 0.95",
              v["forget"]["gen_contains"] >= 0.95),
         _row("generation answer-contains, training wording: retain", v["retain"]["gen_contains"], ">= 0.95",
@@ -89,8 +93,10 @@ def vanilla_table(runs: Path, split: str) -> str:
         o = _load(oracle_path)
         rows.append(_row(f"retain-only oracle ({split}): forget / retain answer-contains",
                          f"{_f(o['forget']['gen_contains'])} / {_f(o['retain']['gen_contains'])}", "reported", None))
-    note = (f"\n\nMeasured with {threads} torch threads (the preset's `threads`), from `{runs}`. Training times are "
-            "the manifests' wall times as run: a figure over budget may come from other jobs on the same cores.")
+    origin = "the shipped testbed" if vanilla_run.get("shipped") else "models trained in that directory"
+    note = (f"\n\nMeasured with {threads} torch threads (the preset's `threads`), from `{runs}` ({origin}). "
+            "Training times are the training manifests' wall times as run: a figure over budget may come from other "
+            "jobs on the same cores.")
     return "\n".join(rows) + note
 
 

@@ -267,14 +267,17 @@ def eval_clear(model: Path = typer.Option(..., "--model"), data: Path = typer.Op
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out"), forget_split: str = typer.Option("forget_10", "--forget-split"),
          preset: str = PRESET, seed: int = typer.Option(0, "--seed"),
          force: bool = typer.Option(False, "--force", help="redo stages whose configuration changed"),
+         rebuild: bool = typer.Option(False, "--rebuild", help="train every shipped model (base, vanilla, the three "
+                                      "oracles) from scratch instead of installing the shipped testbed"),
          compare: str = typer.Option(",".join(pipeline.DEMO_METHODS), "--compare",
                                      help="methods compared at the end (comma-separated; empty to skip)")) -> None:
-    """The main job on the embedded default: world -> base -> vanilla -> evaluation -> unlearning comparison
-    (ASRU vs GA-Diff and NPO) -> report. Finished stages are reused."""
+    """The main job on the embedded default: world -> base -> vanilla -> oracle (the shipped testbed, or trained
+    with --rebuild) -> evaluation -> unlearning comparison (ASRU vs GA-Diff and NPO) -> report. Finished stages
+    are reused."""
     from asru.compare import expand_methods
 
     methods = tuple(expand_methods(compare)) if compare else ()
-    pipeline.demo(console, out, forget_split, preset, seed, force=force, compare_methods=methods)
+    pipeline.demo(console, out, forget_split, preset, seed, force=force, compare_methods=methods, rebuild=rebuild)
 
 
 def main() -> None:

@@ -120,8 +120,8 @@ class Manifest:
         return path
 
 
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / MANIFEST
+def read_manifest(directory: str | Path, name: str = MANIFEST) -> dict[str, Any]:
+    path = Path(directory) / name
     if not path.exists():
         return {}
     try:

@@ -78,48 +78,74 @@ def require_world(data: str | Path) -> Path:
     return data
 
 
-def base_stage(world, out, preset: str = "tiny", force=False, reuse=False, resume=False):
-    from asru.models.vanilla import BaseConfig, build_base
+def base_config(world: Path, preset: str):
+    """The base stage's recipe object and the config its manifest records."""
+    from asru.models.vanilla import BaseConfig
 
-    world = require_world(world)
     settings = load_preset(preset)
     cfg = section(settings, "base", BaseConfig)
-    config = {"preset": preset, "world": str(world.resolve()), "threads": apply_threads(settings), "base": to_dict(cfg)}
-    return run_stage(out, "base", config, lambda o, m: build_base(world, o, cfg, resume=resume), force, reuse,
-                     cfg.train.seed, resume=resume)
+    return cfg, {"preset": preset, "world": str(world.resolve()), "threads": apply_threads(settings), "base": to_dict(cfg)}
 
 
-def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=False, resume=False):
-    from asru.models.vanilla import VanillaConfig, build_vanilla
+def vanilla_config(base, world: Path, preset: str, without: str | None = None, seed: int | None = None):
+    """The vanilla stage's (or, with `without`, the retain-only oracle's) recipe object and manifest config."""
+    from asru.models.vanilla import VanillaConfig
 
-    world = require_world(world)
-    settings = load_preset(preset)
-    cfg = section(settings, "vanilla", VanillaConfig)
-    config = {"preset": preset, "world": str(world.resolve()), "base": str(Path(base).resolve()),
-              "threads": apply_threads(settings), "vanilla": to_dict(cfg)}
-    return run_stage(out, "vanilla", config, lambda o, m: build_vanilla(base, world, o, cfg, resume=resume), force, reuse,
-                     cfg.train.seed, resume=resume)
-
-
-def oracle_stage(base, world, out, forget_split: str = "forget_10", preset: str = "tiny", force=False, reuse=False,
-                 resume=False, seed: int | None = None):
-    """The retain-only oracle: the base fine-tuned with the vanilla recipe on everyone but `forget_split`'s people,
-    the "never saw them" reference every forgetting figure is compared with. `seed` replaces the recipe's training
-    seed (data order): two oracles of different seeds tell the Forget Quality test's noise floor."""
-    from asru.data.mllmu import retain_split_for
-    from asru.models.vanilla import VanillaConfig, build_vanilla
-
-    world = require_world(world)
-    retain_split_for(forget_split)  # validates the split name
     settings = load_preset(preset)
     cfg = section(settings, "vanilla", VanillaConfig)
     if seed is not None:
         cfg.train.seed = seed
     config = {"preset": preset, "world": str(world.resolve()), "base": str(Path(base).resolve()),
-              "threads": apply_threads(settings), "vanilla": to_dict(cfg), "without": forget_split}
-    return run_stage(out, "oracle", config,
-                     lambda o, m: build_vanilla(base, world, o, cfg, without=forget_split, resume=resume),
-                     force, reuse, cfg.train.seed, resume=resume)
+              "threads": apply_threads(settings), "vanilla": to_dict(cfg)}
+    return cfg, ({**config, "without": without} if without else config)
+
+
+def _train_or_install(out, command: str, config: dict, train: Callable[[Path, Manifest], dict], shipped,
+                      force: bool, reuse: bool, seed: int | None, resume: bool) -> tuple[Path, bool]:
+    """Run a training stage, or, given a shipped model whose recipe equals `config`'s, install its weights instead
+    (the run manifest is the one training would write, plus where the weights came from)."""
+    if shipped is None or shipped.mismatch(config) is not None:
+        return run_stage(out, command, config, train, force, reuse, seed, resume=resume)
+
+    def install(o: Path, m: Manifest) -> dict:
+        m.extra["shipped"] = shipped.install(o)
+        return m.extra["shipped"]["trained"]["result"]
+
+    return run_stage(out, command, config, install, force, reuse, seed)
+
+
+def base_stage(world, out, preset: str = "tiny", force=False, reuse=False, resume=False, shipped=None):
+    from asru.models.vanilla import build_base
+
+    world = require_world(world)
+    cfg, config = base_config(world, preset)
+    return _train_or_install(out, "base", config, lambda o, m: build_base(world, o, cfg, resume=resume), shipped,
+                             force, reuse, cfg.train.seed, resume)
+
+
+def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=False, resume=False, shipped=None):
+    from asru.models.vanilla import build_vanilla
+
+    world = require_world(world)
+    cfg, config = vanilla_config(base, world, preset)
+    return _train_or_install(out, "vanilla", config, lambda o, m: build_vanilla(base, world, o, cfg, resume=resume),
+                             shipped, force, reuse, cfg.train.seed, resume)
+
+
+def oracle_stage(base, world, out, forget_split: str = "forget_10", preset: str = "tiny", force=False, reuse=False,
+                 resume=False, seed: int | None = None, shipped=None):
+    """The retain-only oracle: the base fine-tuned with the vanilla recipe on everyone but `forget_split`'s people,
+    the "never saw them" reference every forgetting figure is compared with. `seed` replaces the recipe's training
+    seed (data order): two oracles of different seeds tell the Forget Quality test's noise floor."""
+    from asru.data.mllmu import retain_split_for
+    from asru.models.vanilla import build_vanilla
+
+    world = require_world(world)
+    retain_split_for(forget_split)  # validates the split name
+    cfg, config = vanilla_config(base, world, preset, without=forget_split, seed=seed)
+    return _train_or_install(out, "oracle", config,
+                             lambda o, m: build_vanilla(base, world, o, cfg, without=forget_split, resume=resume),
+                             shipped, force, reuse, cfg.train.seed, resume)
 
 
 def check_oracle(oracle, vanilla, forget_split: str | None = None) -> str:
@@ -357,23 +383,87 @@ def print_results(console, results: dict) -> None:
 
 
 DEMO_METHODS = ("asru", "ga_diff", "npo")
+DEMO_MARKER = "demo.json"
+
+
+def _claim_demo_dir(out: Path, rebuild: bool, force: bool) -> None:
+    """A rebuild trains for an hour into `out`: refuse a directory that holds other runs unless `force` (a
+    rebuild's own directory is continued, its finished stages reused)."""
+    mode = "rebuild" if rebuild else "shipped"
+    previous = read_manifest(out, DEMO_MARKER).get("mode") if out.is_dir() else None
+    if rebuild and not force and out.is_dir() and any(out.iterdir()) and previous != "rebuild":
+        raise UserError(f"--rebuild: {out} already holds other runs ({previous or 'not a rebuild'}); choose another "
+                        "--out, or pass --force to retrain every stage in it")
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / DEMO_MARKER).write_text(json.dumps({"mode": mode if rebuild else previous or mode}))
+
+
+def demo_testbed(preset: str, seed: int, forget_split: str, rebuild: bool):
+    """The shipped testbed the demo starts from (verified), or None for `--rebuild`; refuses a preset or seed
+    asru ships no testbed for before anything is written."""
+    from asru.data.mllmu import retain_split_for
+    from asru.testbed import available, shipped_testbed
+
+    retain_split_for(forget_split)  # validates the split name
+    if rebuild:
+        return None
+    testbed = shipped_testbed(preset, seed)
+    if testbed is None:
+        raise UserError(f"asru ships a trained testbed for {', '.join(available()) or 'no preset'}, not for preset "
+                        f"{preset} with world seed {seed}; add --rebuild to train its models on this machine")
+    for stage in ("base", "vanilla", f"oracle_{forget_split}"):
+        testbed.model(stage).verify()
+    return testbed
 
 
 def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", seed: int = 0, force: bool = False,
-         compare_methods: tuple[str, ...] = ()) -> dict:
-    """world -> base -> vanilla -> eval on the embedded default; finished stages with the same config are reused,
-    a stage whose config changed is refused unless `force` (then it and everything after it is redone)."""
+         compare_methods: tuple[str, ...] = (), rebuild: bool = False) -> dict:
+    """world -> base -> vanilla -> oracle -> eval on the embedded default, from the shipped testbed (installed when
+    the world and recipes match the code, else trained, with the reason printed) or, with `rebuild`, trained from
+    scratch (every shipped stage: base, vanilla and the oracle of each forget split). Finished stages with the same
+    config are reused; a stage whose config changed is refused unless `force` (then it and what follows is redone)."""
+    from asru.testbed import TESTBED_SPLITS, world_fingerprint
+
     out = Path(out)
+    testbed = demo_testbed(preset, seed, forget_split, rebuild)
+    _claim_demo_dir(out, rebuild, force)
     world_preset = "micro" if preset == "micro" else "tiny"
     world, fresh = world_stage(out / "world", world_preset, seed, reuse=True, force=force)
     console.print(f"world: {world}")
-    base, fresh_base = base_stage(world, out / "base", preset, reuse=not fresh, force=force or fresh)
-    console.print(f"base model: {base}")
-    vanilla, _ = vanilla_stage(base, world, out / "vanilla", preset, reuse=not fresh_base, force=force or fresh_base)
-    console.print(f"vanilla model: {vanilla}")
-    oracle, _ = oracle_stage(base, world, out / f"oracle_{forget_split}", forget_split, preset,
-                             reuse=not fresh_base, force=force or fresh_base)
-    console.print(f"retain-only oracle: {oracle}")
+    if testbed is not None and world_fingerprint(world) != testbed.world_fingerprint:
+        console.print(f"[yellow]the world this code builds differs from the shipped testbed's (content fingerprint "
+                      f"{world_fingerprint(world)} vs {testbed.world_fingerprint}): training every stage[/yellow]")
+        testbed = None
+
+    def shipped(stage: str, config: dict):
+        """The shipped model to install for `stage`, or None (then it trains, and says why when it was shipped)."""
+        if testbed is None:
+            return None
+        why = testbed.model(stage).mismatch(config)
+        if why is not None:
+            console.print(f"[yellow]shipped {stage} no longer matches the code's recipe ({why}): training it"
+                          f"{' and everything trained from it' if stage == 'base' else ''}[/yellow]")
+            return None
+        return testbed.model(stage)
+
+    redo = force or fresh
+    base, fresh_base = base_stage(world, out / "base", preset, reuse=not redo, force=redo,
+                                  shipped=shipped("base", base_config(world, preset)[1]))
+    console.print(f"base model: {base}{_provenance(base)}")
+    if not read_manifest(base).get("shipped"):
+        testbed = None  # weights trained from another base are not the shipped ones
+    redo = force or fresh_base
+    vanilla, _ = vanilla_stage(base, world, out / "vanilla", preset, reuse=not redo, force=redo,
+                               shipped=shipped("vanilla", vanilla_config(base, world, preset)[1]))
+    console.print(f"vanilla model: {vanilla}{_provenance(vanilla)}")
+    oracles = {}
+    for split in (TESTBED_SPLITS if rebuild else (forget_split,)):
+        oracles[split], _ = oracle_stage(base, world, out / f"oracle_{split}", split, preset, reuse=not redo,
+                                         force=redo, shipped=shipped(f"oracle_{split}",
+                                                                     vanilla_config(base, world, preset, split)[1]))
+        console.print(f"retain-only oracle ({split}): {oracles[split]}{_provenance(oracles[split])}")
+    oracle = oracles[forget_split]
     # evaluations are reused only when model, data and settings match (eval_stage's identity)
     oracle_eval = out / "eval" / f"oracle_{forget_split}.json"
     eval_stage(oracle, world, oracle_eval, forget_split, preset, reuse=True)
@@ -391,6 +481,11 @@ def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", se
                               oracle=oracle)
         console.print(f"[green]comparison report[/green] {summary['report_html']} (and report.md beside it)")
     return results
+
+
+def _provenance(run_dir: Path) -> str:
+    shipped = read_manifest(run_dir).get("shipped")
+    return f" (shipped testbed, trained {shipped['trained'].get('created', '?')[:10]})" if shipped else " (trained here)"
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
