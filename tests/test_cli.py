@@ -189,3 +189,15 @@ def test_eval_holdout_split_sharing_training_people(micro_world, micro_models, t
                         "--preset", "micro", "--holdout-split", "forget_5"], capsys)
     assert code == 2 and "shares" in err and "holdout" in err and "Traceback" not in err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_missing_model_directory_is_one_line_for_every_command(micro_world, tmp_path, capsys):
+    missing = tmp_path / "no-such-model"
+    for argv in (["eval", "--model", missing, "--data", micro_world, "--out", tmp_path / "r.json"],
+                 ["unlearn", "ga", "--model", missing, "--data", micro_world, "--out", tmp_path / "run"],
+                 ["vanilla", "--base", missing, "--data", micro_world, "--out", tmp_path / "vanilla"],
+                 ["attack", "prefill", "--model", missing, "--data", micro_world, "--oracle", missing, "--vanilla",
+                  missing, "--out", tmp_path / "attack"]):
+        code, _, err = run([*argv, "--preset", "micro"], capsys)
+        assert code == 2 and "no-such-model does not exist" in one_line_error(err), argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

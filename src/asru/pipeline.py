@@ -126,7 +126,7 @@ def base_stage(world, out, preset: str = "tiny", force=False, reuse=False, resum
 def vanilla_stage(base, world, out, preset: str = "tiny", force=False, reuse=False, resume=False, shipped=None):
     from asru.models.vanilla import build_vanilla
 
-    world = require_world(world)
+    world, base = require_world(world), resolve_model_dir(base)
     cfg, config = vanilla_config(base, world, preset)
     return _train_or_install(out, "vanilla", config, lambda o, m: build_vanilla(base, world, o, cfg, resume=resume),
                              shipped, force, reuse, cfg.train.seed, resume)
@@ -140,7 +140,7 @@ def oracle_stage(base, world, out, forget_split: str = "forget_10", preset: str 
     from asru.data.mllmu import retain_split_for
     from asru.models.vanilla import build_vanilla
 
-    world = require_world(world)
+    world, base = require_world(world), resolve_model_dir(base)
     retain_split_for(forget_split)  # validates the split name
     cfg, config = vanilla_config(base, world, preset, without=forget_split, seed=seed)
     return _train_or_install(out, "oracle", config,
@@ -185,6 +185,9 @@ def check_results_path(out: Path, force: bool) -> None:
 def resolve_model_dir(model: str | Path) -> Path:
     """Accept a model directory or a run directory holding `model/` (what `asru unlearn` writes)."""
     path = Path(model)
+    if not path.is_dir():
+        raise UserError(f"model directory {path} does not exist; pass a directory written by save_pretrained "
+                        "(or a run directory holding model/)")
     if (path / "model" / "config.json").exists() and not (path / "config.json").exists():
         return path / "model"
     return path
