@@ -384,3 +384,31 @@ def test_answer_logprobs_match_training_loss(model, proc):
     assert [s.sum_logprob for s in scores] == pytest.approx(
         [answer_logprobs(model, proc, [it])[0].sum_logprob for it in items], abs=1e-4
     )
+
+
+LEAKY = {"top_k": 1, "top_p": 0.001, "temperature": 0.1, "repetition_penalty": 1.05, "no_repeat_ngram_size": 2}
+
+
+def test_a_checkpoints_generation_settings_do_not_leak_into_asrus_decoding(saved):
+    """Qwen2.5-VL's released generation_config.json (top_k 1, top_p 0.001, T 0.1, repetition_penalty 1.05) must not
+    turn asru's greedy decoding into penalised decoding, nor its sampling into greedy."""
+    import copy
+
+    from asru.models.generate import decoding, generate
+    from asru.models.load import load_model
+
+    model, processor = load_model(saved, device="cpu")
+    clean = copy.deepcopy(model.generation_config)
+    for key, value in LEAKY.items():
+        setattr(model.generation_config, key, value)
+    for asked in (decoding(), decoding(do_sample=True, temperature=1.0, top_p=0.95)):
+        effective = model._prepare_generation_config(None, **asked)[0]
+        assert effective.repetition_penalty == 1.0 and effective.no_repeat_ngram_size == 0 and effective.num_beams == 1
+        if asked["do_sample"]:
+            assert (effective.top_k, effective.top_p, effective.temperature) == (0, 0.95, 1.0)
+    prompts = [("Where was this person born?", None)] * 8
+    greedy_leaky = generate(model, processor, prompts[:2], max_new_tokens=12)
+    samples = generate(model, processor, prompts, max_new_tokens=12, do_sample=True, temperature=1.0, top_p=0.95)
+    assert len(set(samples)) > 1  # top_k 1 would make all eight identical
+    model.generation_config = clean
+    assert generate(model, processor, prompts[:2], max_new_tokens=12) == greedy_leaky

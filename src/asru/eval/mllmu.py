@@ -22,7 +22,7 @@ from asru.eval import mia
 from asru.eval import registry
 from asru.eval.metrics import contains_answer, mc_letter, rouge_scores, sentence_bleu
 from asru.eval.quality import add_quality, answer_perplexities, judged_indices
-from asru.models.generate import generate
+from asru.models.generate import decoding, generate
 from asru.refusal import is_refusal, refusal_phrase_key
 
 SPLITS = ("forget", "test", "retain", "celebrity")
@@ -200,7 +200,7 @@ def _meta(model, data_dir, forget_split: str, splits: Sequence[str], shots: dict
         "model": _model_path(model), "data": str(data_dir), "forget_split": forget_split,
         "retain_split": data.retain_split_for(forget_split), "splits": [s for s in SPLITS if s in splits],
         "protocol": {"max_new_tokens": max_new_tokens, "official_max_new_tokens": PROTOCOL_MAX_NEW_TOKENS,
-                     "batch_size": batch_size, "decoding": "greedy", "retain_people_limit": limit,
+                     "batch_size": batch_size, "decoding": decoding(), "retain_people_limit": limit,
                      "few_shot": {s: {"id": q.id, "question": q.question} for s, q in shots.items()},
                      "few_shot_splits": list(FEW_SHOT_SPLITS), "mc_instruction": MC_INSTRUCTION,
                      "gen_instruction": GEN_INSTRUCTION, "cloze_instruction": CLOZE_INSTRUCTION,

@@ -79,6 +79,17 @@ def eval_mode(model) -> Iterator[None]:
         model.train(was_training)
 
 
+def decoding(do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0) -> dict:
+    """Every setting that decides which tokens `generate` picks, stated explicitly: a checkpoint's own
+    generation_config.json (Qwen2.5-VL ships top_k 1, top_p 0.001, temperature 0.1, repetition_penalty 1.05) would
+    otherwise fill whatever is left unsaid, turning "greedy" into penalised decoding and sampling into greedy."""
+    neutral = {"num_beams": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+    if not do_sample:
+        return {"do_sample": False, **neutral}
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0, "min_p": None,
+            "typical_p": 1.0, **neutral}
+
+
 def _generate_batch(model, processor, prompts, max_new_tokens, do_sample, temperature, top_p,
                     probe_ids=None, prefixes=None) -> tuple[list[str], list[list[float]] | None]:
     """Replies of one batch; with `probe_ids`, also the probe tokens' log-probabilities at the first step, read from
@@ -86,14 +97,13 @@ def _generate_batch(model, processor, prompts, max_new_tokens, do_sample, temper
     a top-k) could change them."""
     batch = move_batch(encode_prompts(processor, prompts, padding_side="left", prefixes=prefixes), model)
     tokenizer = processor.tokenizer
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
     out = model.generate(
         **batch,
         max_new_tokens=max_new_tokens,
         pad_token_id=pad_token_id(processor),
         eos_token_id=_stop_ids(model, tokenizer),
         **({"output_logits": True, "return_dict_in_generate": True} if probe_ids else {}),
-        **sampling,
+        **decoding(do_sample, temperature, top_p),
     )
     sequences = out.sequences if probe_ids else out
     first = torch.log_softmax(out.logits[0].float(), dim=-1)[:, list(probe_ids)].tolist() if probe_ids else None
