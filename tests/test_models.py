@@ -405,7 +405,7 @@ def test_a_checkpoints_generation_settings_do_not_leak_into_asrus_decoding(saved
         effective = model._prepare_generation_config(None, **asked)[0]
         assert effective.repetition_penalty == 1.0 and effective.no_repeat_ngram_size == 0 and effective.num_beams == 1
         if asked["do_sample"]:
-            assert (effective.top_k, effective.top_p, effective.temperature) == (0, 0.95, 1.0)
+            assert (effective.top_k, effective.top_p, effective.temperature) == (50, 0.95, 1.0)
     prompts = [("Where was this person born?", None)] * 8
     greedy_leaky = generate(model, processor, prompts[:2], max_new_tokens=12)
     samples = generate(model, processor, prompts, max_new_tokens=12, do_sample=True, temperature=1.0, top_p=0.95)

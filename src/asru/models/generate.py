@@ -86,7 +86,8 @@ def decoding(do_sample: bool = False, temperature: float = 1.0, top_p: float = 1
     neutral = {"num_beams": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
     if not do_sample:
         return {"do_sample": False, **neutral}
-    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0, "min_p": None,
+    # top_k 50: transformers' long-standing default, what every sampled figure in docs/ was measured with
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 50, "min_p": None,
             "typical_p": 1.0, **neutral}
 
 
