@@ -412,3 +412,20 @@ def test_a_checkpoints_generation_settings_do_not_leak_into_asrus_decoding(saved
     assert len(set(samples)) > 1  # top_k 1 would make all eight identical
     model.generation_config = clean
     assert generate(model, processor, prompts[:2], max_new_tokens=12) == greedy_leaky
+
+
+@pytest.mark.parametrize("local_rank, expected", [(None, "cuda:0"), ("3", "cuda:3")])
+def test_each_rank_loads_onto_its_own_gpu(monkeypatch, local_rank, expected):
+    """Under torchrun every process must default to cuda:LOCAL_RANK, never all to cuda:0 (CUDA mocked)."""
+    import torch
+
+    from asru.models.load import _default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    if local_rank is None:
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+    assert str(_default_device()) == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert str(_default_device()) == "cpu"

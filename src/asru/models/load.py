@@ -7,6 +7,7 @@ text-only model, an unmerged adapter) must come back as one clear line, not a tr
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -144,7 +145,11 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device):
 
 
 def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's GPU (LOCAL_RANK under torchrun / accelerate launch: eight ranks must not all load onto
+    cuda:0), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def _first_line(err: Exception) -> str:
