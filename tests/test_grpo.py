@@ -155,3 +155,19 @@ def test_reward_summary_windows_do_not_overlap():
     summary = reward_summary(history)
     assert summary["reward_first"] == 0.5 and summary["reward_last"] == 2.5
     assert summary["components"] == {"forget/x": 1.0, "kl": 0.0}
+
+
+def test_vllm_is_off_unless_asked_and_sized_when_on(monkeypatch):
+    """vLLM unset would size its KV cache for the whole 262k context and fail at start: asru sizes it."""
+    import importlib
+
+    from asru.config import load_preset
+
+    for preset in ("qwen3vl-8b", "qwen25vl-7b"):
+        assert all(section["grpo"]["use_vllm"] is False for name, section in load_preset(preset)["methods"].items()
+                   if "grpo" in section), preset
+    monkeypatch.setattr(importlib.import_module("trl.import_utils"), "is_vllm_available", lambda *a, **k: True)
+    on = _settings(use_vllm=True, max_completion_length=64)
+    assert on.use_vllm is True and on.vllm_max_model_length == grpo.VLLM_PROMPT_BUDGET + 64
+    assert _settings(use_vllm=True, vllm_max_model_length=1000).vllm_max_model_length == 1000
+    assert _settings().use_vllm is False and _settings().vllm_max_model_length is None

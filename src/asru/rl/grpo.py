@@ -46,6 +46,9 @@ def _default_report_to() -> str:
     return "tensorboard"
 
 
+VLLM_PROMPT_BUDGET = 4096  # prompt tokens vLLM reserves per sequence: chat template + question + a capped image
+
+
 @dataclass
 class GRPOSettings(GRPOConfig):
     """TRL's GRPOConfig with the paper's defaults (EasyR1 recipe, real models) and asru's few extras.
@@ -96,6 +99,9 @@ class GRPOSettings(GRPOConfig):
     def __post_init__(self) -> None:
         check_settings(self, _world_size())
         self.use_vllm = _use_vllm(self.use_vllm)
+        if self.use_vllm and self.vllm_max_model_length is None:
+            # unset, vLLM sizes its KV cache for the model's whole context (262k for Qwen3-VL) and fails at start
+            self.vllm_max_model_length = VLLM_PROMPT_BUDGET + self.max_completion_length
         if self.bf16 is None:
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         if self.data_seed is None:
