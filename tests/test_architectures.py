@@ -58,6 +58,7 @@ def _state(path) -> dict[str, torch.Tensor]:
     return AutoModelForImageTextToText.from_pretrained(path).state_dict()
 
 
+@pytest.mark.micro
 @pytest.mark.parametrize("arch", ["qwen25vl", "llava"])
 @pytest.mark.parametrize("method", method_names())
 def test_every_method_runs_on_other_architectures(method, arch, models, micro_world, tmp_path):

@@ -150,6 +150,7 @@ def test_tiny_model_is_deterministic(tok):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+@pytest.mark.e2e
 def test_saved_dir_loads_without_asru(saved, model, proc, tmp_path):
     """A fresh interpreter with only transformers loads the directory and computes the same logits."""
     out = tmp_path / "logits.pt"

@@ -49,6 +49,7 @@ def test_every_method_config_of_the_preset_parses(preset):
                 assert getattr(cfg, key) == value, (preset, name, key)
 
 
+@pytest.mark.micro
 @pytest.mark.parametrize("preset", REAL_PRESETS)
 @pytest.mark.parametrize("method", ["asru", "rule"])
 def test_preset_runs_one_step_on_a_tiny_model_of_its_architecture(preset, method, micro_world, tiny_models, tmp_path,
