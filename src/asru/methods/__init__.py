@@ -17,6 +17,7 @@ _MODULES = {
     "idk": "asru.methods.idk:IdkFineTune",
     "mmunlearner": "asru.methods.mmunlearner:MMUnlearner",
     "mllmeraser": "asru.methods.mllmeraser:MLLMEraser",
+    "rmu": "asru.methods.rmu:RMU",
 }
 
 
