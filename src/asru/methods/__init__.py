@@ -13,9 +13,11 @@ _MODULES = {
     "ga_diff": "asru.methods.ga_diff:GradDiff",
     "kl_min": "asru.methods.kl_min:KLMin",
     "npo": "asru.methods.npo:NPO",
+    "simnpo": "asru.methods.simnpo:SimNPO",
     "idk": "asru.methods.idk:IdkFineTune",
     "mmunlearner": "asru.methods.mmunlearner:MMUnlearner",
     "mllmeraser": "asru.methods.mllmeraser:MLLMEraser",
+    "rmu": "asru.methods.rmu:RMU",
 }
 
 

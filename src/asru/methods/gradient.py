@@ -1,4 +1,5 @@
-"""The shared forget/retain training loop behind every gradient-based baseline (GA, GA-Diff, KL-Min, NPO, IDK, MMUnlearner).
+"""The shared forget/retain training loop behind every gradient-based baseline (GA, GA-Diff, KL-Min, NPO, SimNPO, IDK,
+MMUnlearner, RMU).
 
 Why one parent: the baselines differ only in their losses, so each subclass states `forget_loss` (and, where it
 has one, `retain_loss`) and this class does everything else the same way for all of them: load the vanilla
@@ -145,7 +146,11 @@ class GradientMethod(Method):
     def retain_examples(self, items: list[QAItem]) -> list[Example]:
         return qa_examples(items, seed=self.seed + 1)
 
-    # --- optional hooks (MMUnlearner uses them)
+    # --- optional hooks (MMUnlearner, RMU use them)
+    def on_load(self, model) -> None:
+        """Called right after the model is loaded, before any data is encoded: check the options that depend on the
+        model (RMU's layer), so a mistake costs seconds, not an encoding pass."""
+
     def prepare(self, model, forget: list[dict], retain: list[dict], collate_fn) -> dict:
         """Called once before the optimizer is built (freeze parameters, compute masks); returns stats."""
         return {}
@@ -163,6 +168,7 @@ class GradientMethod(Method):
         self.seed = cfg.seed if cfg.seed is not None else ctx.seed
         torch.manual_seed(self.seed)
         model, processor = load_model(ctx.model_dir, for_training=True)
+        self.on_load(model)
         encode, collate_fn = encoder(processor)
         forget = encode(self.forget_examples(ctx.forget_items), "encoding forget set")
         retain = encode(self.retain_examples(ctx.retain_items), "encoding retain set") if self.uses_retain else []

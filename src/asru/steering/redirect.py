@@ -50,23 +50,31 @@ class RedirectConfig:
             raise UserError(f"redirect.retain_positions must be 'last' or 'all', got '{self.retain_positions}'")
 
 
-def trainable_parameters(model, layer: int, which: str) -> list[torch.nn.Parameter]:
-    """Freeze everything, then unfreeze the chosen part of layer L's MLP."""
+def mlp_parameters(model, layer: int, which: str) -> list[torch.nn.Parameter]:
+    """The chosen part of layer L's MLP: its output projection ("down_proj") or all of it ("mlp")."""
     mlp = layer_mlp(model, layer)
     if which == "mlp":
-        chosen = list(mlp.parameters())
-    elif which == "down_proj":
+        return list(mlp.parameters())
+    if which == "down_proj":
         down = getattr(mlp, "down_proj", None) or getattr(mlp, "fc2", None)
         if down is None:
             raise UserError(f"layer {layer}'s MLP has no down_proj/fc2; use trainable: mlp")
-        chosen = list(down.parameters())
-    else:
-        raise UserError(f"redirect.trainable must be 'down_proj' or 'mlp', got '{which}'")
+        return list(down.parameters())
+    raise UserError(f"redirect.trainable must be 'down_proj' or 'mlp', got '{which}'")
+
+
+def train_only(model, params: list[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    """Freeze every parameter of the model except `params` (returned)."""
     for p in model.parameters():
         p.requires_grad_(False)
-    for p in chosen:
+    for p in params:
         p.requires_grad_(True)
-    return chosen
+    return params
+
+
+def trainable_parameters(model, layer: int, which: str) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze the chosen part of layer L's MLP."""
+    return train_only(model, mlp_parameters(model, layer, which))
 
 
 def _batches(indices: list[int], size: int, rng: random.Random) -> list[list[int]]:
