@@ -63,7 +63,7 @@ def main() -> int:
         return 2
     differ = 0
     print("| figure | rebuild | shipped | |\n|---|---|---|---|")
-    for name in rebuilt.keys() | shipped.keys():
+    for name in [*rebuilt, *(k for k in shipped if k not in rebuilt)]:  # the tables' order
         a, b = rebuilt.get(name, "absent"), shipped.get(name, "absent")
         timing = "(min" in name
         same = a == b
