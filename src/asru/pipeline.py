@@ -434,9 +434,10 @@ def demo(console, out, forget_split: str = "forget_10", preset: str = "tiny", se
     world_preset = "micro" if preset == "micro" else "tiny"
     world, fresh = world_stage(out / "world", world_preset, seed, reuse=True, force=force)
     console.print(f"world: {world}")
-    if testbed is not None and world_fingerprint(world) != testbed.world_fingerprint:
+    fingerprint = world_fingerprint(world) if testbed is not None else None
+    if testbed is not None and fingerprint != testbed.world_fingerprint:
         console.print(f"[yellow]the world this code builds differs from the shipped testbed's (content fingerprint "
-                      f"{world_fingerprint(world)} vs {testbed.world_fingerprint}): training every stage[/yellow]")
+                      f"{fingerprint} vs {testbed.world_fingerprint}): training every stage[/yellow]")
         testbed = None
 
     def shipped(stage: str, config: dict):
